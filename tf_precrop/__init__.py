@@ -1,0 +1,34 @@
+"""tf_precrop: structured pruning at initialization (PreCrop / PreConfig) for Keras 3.
+
+Public API::
+
+    tf_precrop.count(model)                     # MACs / params per layer (FLOPs = 2 x MACs)
+    tf_precrop.plan(model, flops=0.5)           # CropPlan: widths before -> after, without building
+    tf_precrop.crop(model, flops=0.5)           # a new, narrower, freshly initialised model
+    tf_precrop.preconfig(model, flops=1.0)      # widths redistributed at equal cost
+"""
+
+from tf_precrop import models
+from tf_precrop.api import DEFAULT_MAX_RATIO, crop, plan, preconfig, preconfig_plan
+from tf_precrop.cost import CostReport, KernelCost, LayerCost, count
+from tf_precrop.graph.registry import register_layer
+from tf_precrop.plan import CropPlan
+from tf_precrop.solver import InfeasibleBudgetError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_RATIO",
+    "CostReport",
+    "CropPlan",
+    "InfeasibleBudgetError",
+    "KernelCost",
+    "LayerCost",
+    "count",
+    "crop",
+    "models",
+    "plan",
+    "preconfig",
+    "preconfig_plan",
+    "register_layer",
+]

@@ -1,0 +1,462 @@
+"""How each layer class treats channels: the rule registry.
+
+A rule answers three questions about a layer call, and nothing else in the package knows layer classes:
+
+* ``connect``: the channel layouts of its outputs, given those of its inputs (tying or creating groups);
+* ``terms``: its MACs and params as products of layout ratios (see ``tf_precrop.cost``);
+* ``rewrite``: the config of the rebuilt layer, given the new widths.
+
+Like TF-MOT's prune registry, the table maps layer classes to rules; ``register_layer`` extends it for
+custom layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+from typing import Callable
+
+import keras
+
+from tf_precrop.graph import layout as layout_lib
+from tf_precrop.graph.layout import Layout, Segment
+
+MACS = "macs"
+PARAMS = "params"
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One cost term: ``dense * prod(ratio(f) for f in factors)``.
+
+    Attributes:
+        kind: ``"macs"`` or ``"params"``.
+        layer: path of the layer the term belongs to.
+        dense: the term's value in the dense model.
+        factors: channel layouts whose width ratios multiply the dense value.
+        kernel: name of the kernel variable for kernel-weight terms (these define the layer's density
+            ``p_l`` in the objective), else None.
+    """
+
+    kind: str
+    layer: str
+    dense: int
+    factors: tuple
+    kernel: str | None = None
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of a layer in the graph, as the rules see it."""
+
+    layer: keras.layers.Layer
+    path: str
+    in_layouts: list  # one Layout per input tensor
+    in_shapes: list
+    out_shapes: list
+    first: bool  # first call of this layer object (params are counted once)
+
+
+class Rule:
+    """Base rule. Subclasses override what differs."""
+
+    #: The rule creates a new channel group for its output (its config carries a width).
+    produces_width = False
+    #: Copy the layer's weights into the rebuilt model (data statistics rather than initial values).
+    keep_weights = False
+
+    def connect(self, graph, call: Call) -> list:
+        raise NotImplementedError
+
+    def terms(self, graph, call: Call, outs: list) -> list:
+        """Default: every weight whose last axis is the channel axis scales with the input layout."""
+        if not call.first:
+            return []
+        return _per_channel_params(call, call.in_layouts[0] if call.in_layouts else ())
+
+    def rewrite(self, config: dict, widths: "Widths") -> dict:
+        return config
+
+
+class Widths:
+    """New widths of a rebuilt layer call: input and output layout widths."""
+
+    def __init__(self, in_widths, out_widths, produced=None):
+        self.inputs = in_widths
+        self.outputs = out_widths
+        self.produced = produced  # width of the group this layer produces, if any
+
+
+def _size(shape) -> int:
+    return int(math.prod(shape))
+
+
+def _positions(shape) -> int:
+    """Positions an op is applied at: every axis but batch and channels."""
+    return _size(shape[1:-1])
+
+
+def _per_channel_params(call: Call, channels: Layout) -> list:
+    width = call.in_shapes[0][-1] if call.in_shapes else None
+    terms = []
+    for w in getattr(call.layer, "weights", ()):
+        size = _size(w.shape)
+        factors = (channels,) if (len(w.shape) and w.shape[-1] == width and channels) else ()
+        terms.append(Term(PARAMS, call.path, size, factors))
+    return terms
+
+
+def _check_channels_last(layer, config):
+    if config.get("data_format") == "channels_first":
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) uses data_format='channels_first'. tf_precrop "
+            "supports channels_last models only; rebuild the model with "
+            "keras.config.set_image_data_format('channels_last')."
+        )
+
+
+class PassThrough(Rule):
+    """Output channels are the input channels (BN, activations, pooling, padding, dropout...)."""
+
+    def connect(self, graph, call):
+        _check_channels_last(call.layer, call.layer.get_config())
+        axis = call.layer.get_config().get("axis", -1)
+        if isinstance(call.layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                                   keras.layers.GroupNormalization)):
+            rank = len(call.in_shapes[0])
+            axes = axis if isinstance(axis, (list, tuple)) else [axis]
+            if (rank - 1) not in [a % rank for a in axes]:
+                raise ValueError(
+                    f"Layer '{call.layer.name}' ({type(call.layer).__name__}) normalizes over axis={axis}, "
+                    "not the channel axis (-1). tf_precrop supports channels_last models only."
+                )
+        if isinstance(call.layer, keras.layers.GroupNormalization):
+            graph.require_multiple(call.in_layouts[0], call.layer.groups, call.path)
+        return [call.in_layouts[0]]
+
+
+class KeepInput(PassThrough):
+    """Passes channels through but keeps its input width (its weights are data, e.g. Normalization)."""
+
+    keep_weights = True
+
+    def connect(self, graph, call):
+        graph.pin_layout(call.in_layouts[0], f"'{call.path}' holds per-channel statistics of the data")
+        return super().connect(graph, call)
+
+
+class Merge(Rule):
+    """Element-wise ops (Add, Multiply, ...): all inputs share one layout, broadcast inputs excepted."""
+
+    def connect(self, graph, call):
+        full = [(lay, shape) for lay, shape in zip(call.in_layouts, call.in_shapes) if shape[-1] != 1]
+        if not full:
+            return [call.in_layouts[0]]
+        first = full[0][0]
+        for lay, shape in zip(call.in_layouts, call.in_shapes):
+            if shape[-1] == 1 and full[0][1][-1] != 1:
+                # A (…, 1) operand broadcasts over channels: its width must stay 1.
+                graph.pin_layout(lay, f"broadcast operand of '{call.path}'")
+            elif lay is not first:
+                graph.tie_layouts(first, lay, call.path)
+        return [first]
+
+    def terms(self, graph, call, outs):
+        return []
+
+
+class Concat(Rule):
+    """Concatenate along channels makes a composite layout; along another axis it ties like a merge."""
+
+    def connect(self, graph, call):
+        rank = len(call.out_shapes[0])
+        axis = call.layer.get_config().get("axis", -1) % rank
+        if axis == rank - 1:
+            return [tuple(seg for lay in call.in_layouts for seg in lay)]
+        return Merge.connect(self, graph, call)
+
+    def terms(self, graph, call, outs):
+        return []
+
+
+class Conv(Rule):
+    """Conv1D/2D/3D (incl. grouped), Conv*Transpose and Dense: a new output group of ``filters``/``units``.
+
+    A grouped conv whose ``groups`` equals its input width is a depthwise conv written as Conv2D (ConvNeXt):
+    its output follows its input and ``groups`` is rewritten with the width.
+    """
+
+    produces_width = True
+    width_key = "filters"
+
+    def _depthwise_like(self, call):
+        groups = call.layer.get_config().get("groups", 1)
+        return groups > 1 and groups == call.in_shapes[0][-1]
+
+    def connect(self, graph, call):
+        layer = call.layer
+        config = layer.get_config()
+        _check_channels_last(layer, config)
+        in_layout = call.in_layouts[0]
+        out_width = call.out_shapes[0][-1]
+        if self._depthwise_like(call):
+            return [layout_lib.scaled(in_layout, Fraction(out_width, call.in_shapes[0][-1]))]
+        group = graph.producer_group(call, out_width)
+        groups = config.get("groups", 1)
+        if groups > 1:
+            graph.require_multiple(layout_lib.single(group), groups, call.path)
+            graph.require_multiple(in_layout, groups, call.path)
+        return [layout_lib.single(group)]
+
+    def _mac_positions(self, call):
+        return _positions(call.out_shapes[0])
+
+    def terms(self, graph, call, outs):
+        in_layout, out_layout = call.in_layouts[0], outs[0]
+        factors = (in_layout,) if self._depthwise_like(call) else (in_layout, out_layout)
+        kernel = call.layer.kernel
+        terms = [Term(MACS, call.path, self._mac_positions(call) * _size(kernel.shape), factors, "kernel")]
+        if call.first:
+            for w in call.layer.weights:
+                if w is kernel:
+                    terms.append(Term(PARAMS, call.path, _size(w.shape), factors, "kernel"))
+                else:  # bias
+                    terms.append(Term(PARAMS, call.path, _size(w.shape), (out_layout,)))
+        return terms
+
+    def rewrite(self, config, widths):
+        if widths.produced is None:  # depthwise-like grouped conv
+            mult = config["filters"] // config["groups"]
+            config["groups"] = widths.inputs[0]
+            config["filters"] = widths.inputs[0] * mult
+        else:
+            config[self.width_key] = widths.produced
+        return config
+
+
+class DenseRule(Conv):
+    width_key = "units"
+
+    def _depthwise_like(self, call):
+        return False
+
+
+class ConvTranspose(Conv):
+    """Transposed convs scatter each *input* position over the kernel: MACs count input positions."""
+
+    def _mac_positions(self, call):
+        return _positions(call.in_shapes[0])
+
+
+class Depthwise(Rule):
+    """DepthwiseConv1D/2D: output = input width x depth_multiplier, one term depending on the input."""
+
+    def connect(self, graph, call):
+        _check_channels_last(call.layer, call.layer.get_config())
+        return [layout_lib.scaled(call.in_layouts[0], call.layer.depth_multiplier)]
+
+    def terms(self, graph, call, outs):
+        in_layout = call.in_layouts[0]
+        kernel = call.layer.kernel
+        terms = [Term(MACS, call.path, _positions(call.out_shapes[0]) * _size(kernel.shape), (in_layout,),
+                      "kernel")]
+        if call.first:
+            for w in call.layer.weights:
+                terms.append(Term(PARAMS, call.path, _size(w.shape), (in_layout,),
+                                  "kernel" if w is kernel else None))
+        return terms
+
+
+class Separable(Rule):
+    """SeparableConv1D/2D: a depthwise term (input) and a pointwise term (input x output)."""
+
+    produces_width = True
+
+    def connect(self, graph, call):
+        _check_channels_last(call.layer, call.layer.get_config())
+        return [layout_lib.single(graph.producer_group(call, call.out_shapes[0][-1]))]
+
+    def terms(self, graph, call, outs):
+        layer, in_layout, out_layout = call.layer, call.in_layouts[0], outs[0]
+        pos = _positions(call.out_shapes[0])
+        dw, pw = layer.depthwise_kernel, layer.pointwise_kernel
+        terms = [
+            Term(MACS, call.path, pos * _size(dw.shape), (in_layout,), "depthwise_kernel"),
+            Term(MACS, call.path, pos * _size(pw.shape), (in_layout, out_layout), "pointwise_kernel"),
+        ]
+        if call.first:
+            for w in layer.weights:
+                if w is dw:
+                    terms.append(Term(PARAMS, call.path, _size(w.shape), (in_layout,), "depthwise_kernel"))
+                elif w is pw:
+                    terms.append(Term(PARAMS, call.path, _size(w.shape), (in_layout, out_layout),
+                                      "pointwise_kernel"))
+                else:
+                    terms.append(Term(PARAMS, call.path, _size(w.shape), (out_layout,)))
+        return terms
+
+    def rewrite(self, config, widths):
+        config["filters"] = widths.produced
+        return config
+
+
+class Flatten(Rule):
+    """Flatten repeats the channel layout once per spatial position (channels_last order)."""
+
+    def connect(self, graph, call):
+        _check_channels_last(call.layer, call.layer.get_config())
+        return [layout_lib.scaled(call.in_layouts[0], _positions(call.in_shapes[0]))]
+
+    def terms(self, graph, call, outs):
+        return []
+
+
+class Reshape(Rule):
+    """Reshape keeping the channel axis last (squeeze-excite's (1, 1, C)) is rewritten with the new width;
+    a reshape to one axis acts as Flatten; any other reshape keeps its input width fixed."""
+
+    def connect(self, graph, call):
+        in_shape, out_shape = call.in_shapes[0], call.out_shapes[0]
+        if in_shape[-1] == out_shape[-1] and _positions(in_shape) == _positions(out_shape):
+            return [call.in_layouts[0]]
+        if len(out_shape) == 2:
+            return Flatten.connect(self, graph, call)
+        graph.pin_layout(call.in_layouts[0], f"'{call.path}' reshapes the channel axis")
+        return [graph.fixed_layout(call, out_shape[-1])]
+
+    def terms(self, graph, call, outs):
+        return []
+
+    def rewrite(self, config, widths):
+        target = list(config["target_shape"])
+        if target[-1] != -1:  # -1 is inferred by Keras and stays valid
+            target[-1] = widths.outputs[0]
+        config["target_shape"] = tuple(target)
+        return config
+
+
+class Fixed(Rule):
+    """Layers we understand only as 'keep every width': inputs and outputs stay at their dense width."""
+
+    def __init__(self, reason="its input and output widths are kept"):
+        self.reason = reason
+
+    def connect(self, graph, call):
+        for lay in call.in_layouts:
+            graph.pin_layout(lay, f"'{call.path}': {self.reason}")
+        return [graph.fixed_layout(call, shape[-1], index=i) for i, shape in enumerate(call.out_shapes)]
+
+    def terms(self, graph, call, outs):
+        return [] if not call.first else [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
+
+
+class LayerScale(PassThrough):
+    """ConvNeXt's LayerScale: per-channel gamma; its config stores the width as ``projection_dim``."""
+
+    def rewrite(self, config, widths):
+        config["projection_dim"] = widths.outputs[0]
+        return config
+
+
+class ScaleAdd(Merge):
+    """InceptionResNetV2's CustomScaleLayer computes ``x + scale * r``: it ties like Add."""
+
+
+_PASS_THROUGH = [
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Identity", "ActivityRegularization",
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+    "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "Rescaling", "Resizing", "CenterCrop", "RandomFlip", "RandomCrop", "RandomRotation", "RandomZoom",
+    "RandomTranslation", "RandomContrast", "RandomBrightness",
+]
+_MERGE = ["Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"]
+
+
+def _default_registry() -> dict:
+    table: dict = {}
+    for name in _PASS_THROUGH:
+        if hasattr(keras.layers, name):
+            table[getattr(keras.layers, name)] = PassThrough()
+    for name in _MERGE:
+        table[getattr(keras.layers, name)] = Merge()
+    table[keras.layers.Normalization] = KeepInput()
+    table[keras.layers.Concatenate] = Concat()
+    for name in ("Conv1D", "Conv2D", "Conv3D"):
+        table[getattr(keras.layers, name)] = Conv()
+    for name in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        table[getattr(keras.layers, name)] = ConvTranspose()
+    table[keras.layers.Dense] = DenseRule()
+    table[keras.layers.DepthwiseConv1D] = Depthwise()
+    table[keras.layers.DepthwiseConv2D] = Depthwise()
+    table[keras.layers.SeparableConv1D] = Separable()
+    table[keras.layers.SeparableConv2D] = Separable()
+    table[keras.layers.Flatten] = Flatten()
+    table[keras.layers.Reshape] = Reshape()
+    table[keras.layers.Permute] = Fixed("it permutes axes")
+    table[keras.layers.RepeatVector] = Fixed("it repeats its input")
+    # keras.applications brings two custom layers of its own.
+    from keras.src.applications import convnext, inception_resnet_v2
+
+    # `a + b` on Keras tensors records a stateless op (keras.src.ops.numpy.Add) rather than a layer.
+    from keras.src.ops import numpy as knp
+
+    for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Divide", "TrueDivide"):
+        if hasattr(knp, name):
+            table[getattr(knp, name)] = Merge()
+    table[convnext.LayerScale] = LayerScale()
+    table[inception_resnet_v2.CustomScaleLayer] = ScaleAdd()
+    return table
+
+
+REGISTRY: dict = _default_registry()
+
+_NAMED_RULES: dict[str, Callable[[], Rule]] = {
+    "passthrough": PassThrough,
+    "merge": Merge,
+    "fixed": Fixed,
+    "conv": Conv,
+    "dense": DenseRule,
+    "depthwise": Depthwise,
+}
+
+
+def register_layer(layer_class: type, rule) -> None:
+    """Tells tf_precrop how a custom layer class treats channels.
+
+    Args:
+        layer_class: a ``keras.layers.Layer`` subclass.
+        rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
+            ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
+            widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
+            ``"depthwise"``, or a ``tf_precrop.graph.registry.Rule`` instance.
+
+    Raises:
+        TypeError: if ``layer_class`` is not a Keras layer class or ``rule`` is not a rule.
+        ValueError: if ``rule`` is an unknown rule name.
+
+    Example:
+        >>> tf_precrop.register_layer(MyScale, "passthrough")
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(f"`layer_class` must be a keras.layers.Layer subclass. Received: layer_class={layer_class!r}")
+    if isinstance(rule, str):
+        if rule not in _NAMED_RULES:
+            raise ValueError(
+                f"Unknown rule {rule!r}. Allowed: {sorted(_NAMED_RULES)} or a Rule instance. Received: rule={rule!r}"
+            )
+        rule = _NAMED_RULES[rule]()
+    if not isinstance(rule, Rule):
+        raise TypeError(f"`rule` must be a rule name or a Rule instance. Received: rule={rule!r}")
+    REGISTRY[layer_class] = rule
+
+
+def rule_for(layer) -> Rule | None:
+    """The registered rule of a layer's exact class (subclasses may change what channels do)."""
+    return REGISTRY.get(type(layer))

@@ -1,0 +1,101 @@
+"""Rebuilds a Keras 3 model with new widths: same topology and layer names, fresh initialisation."""
+
+from __future__ import annotations
+
+import keras
+from keras.src import tree
+
+from tf_precrop.graph.registry import rule_for
+from tf_precrop.graph.walker import functional_graph, topological_nodes
+
+
+def rebuild(model, updates: dict, *, seed: int | None = None) -> keras.Model:
+    """A new model like ``model`` with the config fields in ``updates`` changed.
+
+    Every layer is created anew from its config, so initializers see the new fan-in. Nested models are
+    rebuilt (a nested model called twice stays shared), and so are shared layers. Layers whose rule keeps
+    weights (Normalization statistics) get the original values.
+
+    Args:
+        model: the original Keras 3 model; it is not modified.
+        updates: layer path ("layer" or "outer/inner") -> config fields to set.
+        seed: if given, ``keras.utils.set_random_seed(seed)`` first, so the initial weights are reproducible.
+
+    Returns:
+        The new model.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    builder = _Builder(updates)
+    new_model = builder.model(model, "")
+    for old, new in builder.kept_weights:
+        new.set_weights(old.get_weights())
+    return new_model
+
+
+class _Builder:
+    def __init__(self, updates):
+        self.updates = updates
+        self.new_ops: dict = {}  # id(old op) -> new op (keeps shared layers and nested models shared)
+        self.kept_weights: list = []
+
+    def model(self, model, prefix):
+        if isinstance(model, keras.Sequential):
+            return self._sequential(model, prefix)
+        return self._functional(functional_graph(model), prefix, name=model.name)
+
+    def _sequential(self, model, prefix):
+        functional = functional_graph(model)
+        inputs = [self._input(t) for t in functional.inputs]
+        layers = [self._layer(layer, prefix + layer.name) for layer in model.layers]
+        return keras.Sequential([*inputs_as_layers(inputs), *layers], name=model.name, trainable=model.trainable)
+
+    def _functional(self, functional, prefix, name):
+        tensors = {}
+        new_inputs = []
+        for tensor in functional.inputs:
+            new = self._input(tensor)
+            tensors[id(tensor)] = new
+            new_inputs.append(new)
+        for node in topological_nodes(functional):
+            op = node.operation
+            if isinstance(op, keras.layers.InputLayer):
+                continue
+            new_op = self.new_ops.get(id(op))
+            if new_op is None:
+                if isinstance(op, keras.Model):
+                    new_op = self.model(op, prefix + op.name + "/")
+                elif isinstance(op, keras.layers.Layer):
+                    new_op = self._layer(op, prefix + op.name)
+                else:
+                    new_op = op  # a stateless op such as `a + b`
+                self.new_ops[id(op)] = new_op
+            args, kwargs = node.arguments.fill_in(tensors)
+            outputs = new_op(*args, **kwargs)
+            for old, new in zip(node.output_tensors, tree.flatten(outputs)):
+                tensors[id(old)] = new
+        outputs = tree.map_structure(lambda t: tensors[id(t)], functional._outputs_struct)
+        inputs = tree.map_structure(lambda t: tensors[id(t)], functional._inputs_struct)
+        new = keras.Model(inputs=inputs, outputs=outputs, name=name)
+        new.trainable = functional.trainable
+        return new
+
+    def _input(self, tensor):
+        layer = tensor._keras_history.operation
+        return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=layer.name)
+
+    def _layer(self, layer, path):
+        if id(layer) in self.new_ops:
+            return self.new_ops[id(layer)]
+        config = layer.get_config()
+        config.update(self.updates.get(path, {}))
+        new = type(layer).from_config(config)
+        rule = rule_for(layer)
+        if rule is not None and rule.keep_weights:
+            self.kept_weights.append((layer, new))
+        self.new_ops[id(layer)] = new
+        return new
+
+
+def inputs_as_layers(inputs):
+    return [t._keras_history.operation for t in inputs]
