@@ -1,0 +1,219 @@
+"""Masks: global selection to an exact budget, random masks, masked costs.
+
+A mask is a float32 array of 0/1 with the kernel's shape, keyed
+``"<layer path>/<attribute>"`` (see :mod:`tf_precrop.sparsity.prunable`).
+Masks are plain numpy, computed on the Keras 3 model, so they apply to any
+twin with the same layer names (the tf_keras/TF-MOT twin included).
+"""
+
+import numpy as np
+
+from tf_precrop.sparsity import prunable
+
+GRANULARITIES = ("weight", "kernel", "filter")
+
+
+class Masks(dict):
+    """``dict[str, np.ndarray]`` of 0/1 float32 masks, plus ``info``.
+
+    Attributes:
+        info: Dict describing how the masks were made (method, budget,
+            achieved cost); filled by the mask functions.
+
+    Example:
+        >>> masks = sparsity.synflow(model, flops=0.5)
+        >>> masks.densities()["conv1/kernel"]
+        0.93
+    """
+
+    def __init__(self, masks, info=None):
+        super().__init__(masks)
+        self.info = dict(info or {})
+
+    def densities(self):
+        """Per-kernel density (fraction of ones).
+
+        Returns:
+            A dict ``{kernel key: density}``.
+        """
+        return {k: float(v.mean()) for k, v in self.items()}
+
+
+def _mask_for(kernels, masks):
+    """Returns one 0/1 array per kernel; missing keys mean dense."""
+    known = {k.key for k in kernels}
+    unknown = sorted(set(masks) - known)
+    if unknown:
+        raise ValueError(
+            f"`masks` has keys that are not prunable kernels of the model: {unknown}. "
+            f"Known keys start with: {sorted(known)[:5]}"
+        )
+    out = []
+    for k in kernels:
+        if k.key not in masks:
+            out.append(None)
+            continue
+        m = np.asarray(masks[k.key])
+        if m.shape != k.shape:
+            raise ValueError(
+                f"Mask '{k.key}' has shape {m.shape} but the kernel has shape {k.shape}."
+            )
+        out.append(m)
+    return out
+
+
+def select_top(kernels, scores, *, max_macs=None, max_weights=None):
+    """Keeps the globally highest scores while the kept cost fits the budget.
+
+    Weights are ranked by score over all kernels (ties broken by position);
+    the kept set is the longest prefix whose effective MACs (kept weights x
+    ``macs / weights`` of their kernel) and kept weights stay within the
+    limits, so the binding budget is met to within one weight.
+
+    Args:
+        kernels: :class:`~tf_precrop.sparsity.prunable.PrunableKernel` list.
+        scores: One score array per kernel (same shapes); ``-inf`` never wins.
+        max_macs: Kept kernel MACs allowed, or ``None``.
+        max_weights: Kept kernel weights allowed, or ``None``.
+
+    Returns:
+        A list of boolean arrays, one per kernel.
+
+    Raises:
+        ValueError: If a score is NaN.
+
+    Example:
+        >>> keep = select_top(kernels, [np.abs(k.variable.numpy()) for k in kernels],
+        ...                   max_weights=1000)
+    """
+    flat = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores])
+    if np.isnan(flat).any():
+        raise ValueError("Scores contain NaN; the model's weights or gradients are not finite.")
+    order = np.argsort(-flat, kind="stable")
+    count = flat.size
+    if max_weights is not None:
+        count = min(count, int(np.floor(max_weights + 1e-9)))
+    if max_macs is not None:
+        per = np.repeat([k.macs_per_weight for k in kernels], [k.weights for k in kernels])
+        cum = np.cumsum(per[order])
+        count = min(count, int(np.searchsorted(cum, max_macs * (1 + 1e-12), side="right")))
+    keep = np.zeros(flat.size, dtype=bool)
+    keep[order[:count]] = True
+    out, start = [], 0
+    for k in kernels:
+        out.append(keep[start:start + k.weights].reshape(k.shape))
+        start += k.weights
+    return out
+
+
+def _unit_axes(kernel, granularity):
+    """Kernel axes spanned by one mask unit's index (the rest is broadcast)."""
+    ndim = len(kernel.shape)
+    if granularity == "weight":
+        return tuple(range(ndim))
+    if granularity == "kernel":  # One k x k (x k) slice per (in, out) pair.
+        return tuple(range(max(ndim - 2, 0), ndim))
+    return (ndim + kernel.out_axis,)
+
+
+def random_masks(model, densities, *, granularity="weight", seed=0):
+    """Random masks at given per-kernel densities.
+
+    Each kernel keeps ``max(1, round(p * units))`` units drawn uniformly
+    without replacement, where a unit is a single weight (``"weight"``), a
+    ``k x k`` kernel slice of one (input, output) channel pair (``"kernel"``;
+    a single weight for ``Dense``) or a whole output filter (``"filter"``,
+    drawn independently per layer).
+
+    Args:
+        model: A built Keras 3 model.
+        densities: ``{kernel key: density in [0, 1]}``; kernels not listed stay
+            dense, a density of 0 empties the kernel.
+        granularity: One of ``"weight"``, ``"kernel"``, ``"filter"``.
+        seed: Seed of the random generator.
+
+    Returns:
+        :class:`Masks`.
+
+    Raises:
+        ValueError: On an unknown granularity, an unknown kernel key or a
+            density outside [0, 1].
+
+    Example:
+        >>> masks = random_masks(model, {"conv1/kernel": 0.5}, granularity="filter")
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"`granularity` must be one of {GRANULARITIES}. "
+            f"Received: granularity={granularity!r}"
+        )
+    kernels = prunable.prunable_kernels(model)
+    known = {k.key for k in kernels}
+    unknown = sorted(set(densities) - known)
+    if unknown:
+        raise ValueError(
+            f"`densities` has keys that are not prunable kernels of the model: {unknown}"
+        )
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in kernels:
+        p = float(densities.get(k.key, 1.0))
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(
+                f"Density of '{k.key}' must be in [0, 1]. Received: densities['{k.key}']={p}"
+            )
+        axes = _unit_axes(k, granularity)
+        unit_shape = tuple(k.shape[a] for a in axes)
+        units = int(np.prod(unit_shape))
+        keep = 0 if p == 0 else max(1, int(round(p * units)))
+        unit_mask = np.zeros(units, dtype=np.float32)
+        unit_mask[rng.permutation(units)[:keep]] = 1.0
+        shape = [1] * len(k.shape)
+        for a, s in zip(axes, unit_shape):
+            shape[a] = s
+        out[k.key] = np.broadcast_to(unit_mask.reshape(shape), k.shape).copy()
+    return Masks(out, {"method": "random", "granularity": granularity, "seed": seed})
+
+
+def masked_cost(model, masks):
+    """Effective and dense-executed cost of a model under masks.
+
+    Args:
+        model: A built Keras 3 model.
+        masks: ``{kernel key: 0/1 array}``; missing kernels count as dense.
+
+    Returns:
+        A dict with ``macs`` (effective: kept kernel weights x positions),
+        ``params`` (kept kernel weights + all non-kernel parameters),
+        ``density`` (kept / all kernel weights), ``macs_ratio``,
+        ``params_ratio``, ``dense_macs``, ``dense_params`` and
+        ``executed_macs`` (what dense kernels execute: masks skip nothing).
+
+    Raises:
+        ValueError: If a key is unknown or a shape does not match.
+
+    Example:
+        >>> masked_cost(model, sparsity.uniform(model, flops=0.5))["macs_ratio"]
+        0.5
+    """
+    kernels = prunable.prunable_kernels(model)
+    arrays = _mask_for(kernels, masks)
+    kept_w = kept_macs = 0.0
+    for k, m in zip(kernels, arrays):
+        n = k.weights if m is None else float(np.count_nonzero(m))
+        kept_w += n
+        kept_macs += n * k.macs_per_weight
+    dense_macs = sum(k.macs for k in kernels)
+    dense_w = sum(k.weights for k in kernels)
+    dense_params = model.count_params()
+    params = dense_params - dense_w + kept_w
+    return {
+        "macs": int(round(kept_macs)),
+        "params": int(round(params)),
+        "density": kept_w / dense_w,
+        "macs_ratio": kept_macs / dense_macs,
+        "params_ratio": params / dense_params,
+        "dense_macs": int(dense_macs),
+        "dense_params": int(dense_params),
+        "executed_macs": int(dense_macs),
+    }

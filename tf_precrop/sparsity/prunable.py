@@ -1,0 +1,244 @@
+"""Which kernels of a Keras 3 model are prunable, and what each one costs.
+
+A *prunable kernel* is one weight tensor of a convolution or dense layer:
+
+* ``Conv1D/2D/3D`` (grouped convolutions included), ``Conv1D/2D/3DTranspose``
+  and ``Dense``: ``kernel``;
+* ``DepthwiseConv1D/2D``: ``kernel`` (Keras 3 names the depthwise kernel so);
+* ``SeparableConv1D/2D``: ``depthwise_kernel`` and ``pointwise_kernel``.
+
+Nested ``Functional``/``Sequential`` sub-models (``keras.applications``
+backbones inside a transfer model, ConvNeXt blocks) are walked recursively and
+their layers are named by path, ``"outer/inner"``. A kernel is keyed
+``"<layer path>/<attribute>"``, e.g. ``"conv1/kernel"`` or
+``"block_1_sep/depthwise_kernel"``.
+
+Costs follow the core counter's convention (``tf_precrop.count``): each kernel
+has ``weights`` (its size) and ``macs`` (multiply-accumulates of one forward
+pass, batch 1); ``macs / weights`` is the number of positions each weight is
+applied at. A masked kernel's *effective* MACs are ``kept weights x macs /
+weights``.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunableKernel:
+    """One prunable kernel of a model.
+
+    Attributes:
+        key: ``"<layer path>/<attribute>"``, the key of its mask.
+        path: Layer path, ``"outer/inner"`` inside nested models.
+        attr: Attribute name of the kernel variable on the layer.
+        layer: The Keras 3 layer holding the kernel.
+        shape: Kernel shape.
+        weights: Number of kernel weights.
+        macs: Dense multiply-accumulates of the kernel (batch 1).
+    """
+
+    key: str
+    path: str
+    attr: str
+    layer: keras.layers.Layer
+    shape: tuple
+    weights: int
+    macs: int
+
+    @property
+    def variable(self):
+        """The kernel variable (a ``keras.Variable``)."""
+        return getattr(self.layer, self.attr)
+
+    @property
+    def macs_per_weight(self):
+        """Positions at which each weight is applied (``macs / weights``)."""
+        return self.macs / self.weights
+
+    @property
+    def out_axis(self):
+        """Axis of the kernel that indexes output channels (filters)."""
+        return -2 if isinstance(self.layer, _TRANSPOSE) else -1
+
+
+def kernel_attrs(layer):
+    """Names of the prunable kernel attributes of one (non-model) layer.
+
+    Args:
+        layer: A Keras 3 layer.
+
+    Returns:
+        A tuple of attribute names, empty if the layer holds no prunable kernel.
+
+    Example:
+        >>> kernel_attrs(keras.layers.SeparableConv2D(8, 3))
+        ('depthwise_kernel', 'pointwise_kernel')
+    """
+    if isinstance(layer, _SEPARABLE):
+        return ("depthwise_kernel", "pointwise_kernel")
+    if isinstance(layer, _CONV + _TRANSPOSE + _DEPTHWISE + (keras.layers.Dense,)):
+        return ("kernel",)
+    return ()
+
+
+def iter_layers(model, prefix=""):
+    """Yields ``(path, layer)`` for every leaf layer, recursing into sub-models.
+
+    Args:
+        model: A Keras 3 ``Functional`` or ``Sequential`` model.
+        prefix: Path prefix of ``model``'s layers (used by the recursion).
+
+    Yields:
+        ``(path, layer)`` pairs in the model's layer order; ``path`` is
+        ``"outer/inner"`` for a layer inside a nested model.
+
+    Example:
+        >>> [p for p, _ in iter_layers(model)][:2]
+        ['input_layer', 'conv1']
+    """
+    for layer in model.layers:
+        path = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, path + "/")
+        else:
+            yield path, layer
+
+
+def _spatial(shape, data_format):
+    shape = tuple(shape)
+    dims = shape[2:] if data_format == "channels_first" else shape[1:-1]
+    if any(d is None for d in dims):
+        raise ValueError(
+            "Prunable kernel costs need static spatial shapes. Received a layer "
+            f"tensor of shape {shape}; build the model with a fixed input_shape."
+        )
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def _positions(layer, path):
+    """Positions each weight of ``layer.<attr>`` is applied at (batch 1)."""
+    try:
+        in_shape = tuple(layer.input.shape)
+        out_shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError) as err:
+        raise ValueError(
+            f"Cannot read the input/output shape of layer '{path}' "
+            f"({layer.__class__.__name__}); it must be called exactly once in a "
+            "built functional model."
+        ) from err
+    if isinstance(layer, keras.layers.Dense):
+        return _spatial(out_shape, "channels_last")
+    data_format = layer.data_format
+    if isinstance(layer, _TRANSPOSE):
+        return _spatial(in_shape, data_format)
+    # Conv, depthwise and both separable kernels run at output positions.
+    return _spatial(out_shape, data_format)
+
+
+def _core_counter():
+    """``tf_precrop.count`` if the core package provides it, else ``None``."""
+    try:
+        import tf_precrop  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return getattr(tf_precrop, "count", None)
+
+
+def prunable_kernels(model):
+    """Lists the prunable kernels of a model with their dense costs.
+
+    MACs come from the core counter ``tf_precrop.count`` (its
+    ``LayerCost.kernels``) when it is available, otherwise from the same
+    convention computed here from the layers' input/output shapes: convolution,
+    depthwise and separable kernels at output positions, transposed
+    convolutions at input positions, ``Dense`` at every leading position of an
+    N-D input.
+
+    Args:
+        model: A built Keras 3 model (nested sub-models allowed).
+
+    Returns:
+        A list of :class:`PrunableKernel` in layer order.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras 3 model.
+        ValueError: If the model has no prunable kernel or a layer's shape is
+            not static.
+
+    Example:
+        >>> ks = prunable_kernels(keras.applications.MobileNetV2(weights=None))
+        >>> ks[0].key, ks[0].weights
+        ('Conv1/kernel', 864)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Keras 3 model (keras.Model). "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    counter = _core_counter()
+    core = None
+    if counter is not None:
+        core = {lc.name: lc for lc in counter(model).layers}
+    kernels = []
+    for path, layer in iter_layers(model):
+        for attr in kernel_attrs(layer):
+            shape = tuple(int(d) for d in getattr(layer, attr).shape)
+            weights = int(np.prod(shape, dtype=np.int64))
+            if core is not None and path in core and attr in core[path].kernels:
+                kc = core[path].kernels[attr]
+                macs = int(kc.macs)
+            else:
+                macs = weights * _positions(layer, path)
+            kernels.append(
+                PrunableKernel(
+                    key=f"{path}/{attr}",
+                    path=path,
+                    attr=attr,
+                    layer=layer,
+                    shape=shape,
+                    weights=weights,
+                    macs=macs,
+                )
+            )
+    if not kernels:
+        raise ValueError(
+            f"Model '{model.name}' has no prunable kernel (Conv, Dense, "
+            "DepthwiseConv or SeparableConv layer)."
+        )
+    return kernels
+
+
+def own_costs(model):
+    """Per-kernel ``(weights, macs)`` computed from layer shapes only.
+
+    The fallback convention of :func:`prunable_kernels`, independent of the
+    core counter; tests use it to check that both agree.
+
+    Args:
+        model: A built Keras 3 model.
+
+    Returns:
+        A dict ``{kernel key: (weights, macs)}``.
+
+    Example:
+        >>> own_costs(model)["conv1/kernel"]
+        (432, 442368)
+    """
+    out = {}
+    for path, layer in iter_layers(model):
+        for attr in kernel_attrs(layer):
+            weights = int(np.prod(getattr(layer, attr).shape, dtype=np.int64))
+            out[f"{path}/{attr}"] = (weights, weights * _positions(layer, path))
+    return out
