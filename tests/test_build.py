@@ -49,8 +49,9 @@ def glob(root, include, exclude=(), **_):
         ]
         for name in files:
             path = Path(directory, name).relative_to(root).as_posix()
-            if any(r.fullmatch(path) for r in include) and not any(r.fullmatch(path) for r in exclude):
-                matches.append(path)
+            if any(r.fullmatch(path) for r in include):
+                if not any(r.fullmatch(path) for r in exclude):
+                    matches.append(path)
     return sorted(matches)
 
 
@@ -109,7 +110,9 @@ def targets():
 def test_every_module_is_in_a_library_or_binary(targets):
     covered = srcs_of(targets, "py_library", "py_binary")
     missing = [f for f in glob(ROOT, MODULE_PATTERNS) if f not in covered]
-    assert not missing, "Not in the srcs of any py_library/py_binary in BUILD:\n  " + "\n  ".join(missing)
+    assert not missing, (
+        "Not in the srcs of any py_library/py_binary in BUILD:\n  " + "\n  ".join(missing)
+    )
 
 
 def test_every_test_file_has_a_py_test(targets):
@@ -138,7 +141,8 @@ def test_glob_follows_bazel_semantics(tmp_path):
     assert glob(tmp_path, ["*.py"]) == ["a.py"]
     assert glob(tmp_path, ["pkg/*.py"]) == ["pkg/b.py"]
     assert glob(tmp_path, ["pkg/**/*.py"]) == ["pkg/b.py", "pkg/sub/c.py"]
-    assert glob(tmp_path, ["**/*.py"], exclude=["pkg/sub/*"]) == ["a.py", "pkg/b.py"]  # not other/: a subpackage
+    # other/ has a BUILD file: a subpackage, outside this package's globs.
+    assert glob(tmp_path, ["**/*.py"], exclude=["pkg/sub/*"]) == ["a.py", "pkg/b.py"]
     assert glob(tmp_path, ["pkg/**"]) == ["pkg/b.py", "pkg/sub/c.py", "pkg/sub/d.txt"]
     assert glob(tmp_path, ["missing/*.py"]) == []
 

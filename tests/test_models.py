@@ -79,7 +79,7 @@ def test_resnet_depth(builder, blocks, convs3x3):
     assert count_layers(model, keras.layers.Conv2D, (1, 1)) == 2
     assert count_layers(model, keras.layers.Dense) == 1
     assert count_layers(model, keras.layers.Add) == 3 * blocks
-    assert [l.name for l in model.layers if "shortcut_conv" in l.name] == [
+    assert [layer.name for layer in model.layers if "shortcut_conv" in layer.name] == [
         "stage2_block1_shortcut_conv",
         "stage3_block1_shortcut_conv",
     ]
@@ -91,7 +91,8 @@ def test_resnet_depth(builder, blocks, convs3x3):
 def test_resnet_stage_shapes_and_width(size, stage_sizes):
     model = models.resnet20(input_shape=(size, size, 1), num_classes=7, width=8)
     for stage, (side, filters) in enumerate(zip(stage_sizes, (8, 16, 32)), start=1):
-        assert model.get_layer(f"stage{stage}_block3_out").output.shape == (None, side, side, filters)
+        output = model.get_layer(f"stage{stage}_block3_out").output
+        assert output.shape == (None, side, side, filters)
     assert model.output_shape == (None, 7)
     assert model.count_params() == resnet_params(3, width=8, channels=1, classes=7)
 
@@ -103,6 +104,9 @@ def test_every_layer_is_named(builder):
     for layer in builder(input_shape=(8, 8, 3)).layers:
         auto_name = auto_layer_name(type(layer).__name__)
         assert not layer.name.startswith(auto_name), layer.name
+
+
+def test_resnet_layer_names():
     names = [layer.name for layer in models.resnet20().layers]
     assert names[:4] == ["input", "stem_conv", "stem_bn", "stem_relu"]
     assert names[-2:] == ["avg_pool", "predictions"]
@@ -113,7 +117,11 @@ def test_weight_decay_regularizes_every_kernel():
     assert models.resnet20().losses == []
     model = models.resnet20(input_shape=(8, 8, 3), width=4, weight_decay=1e-4)
     assert len(model.losses) == 19 + 2 + 1
-    kernels = [l.kernel for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    kernels = [
+        layer.kernel
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    ]
     expected = 1e-4 * sum(float(np.sum(np.square(k.numpy()))) for k in kernels)
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
 
@@ -164,7 +172,10 @@ def test_forward_pass_gives_probabilities(model):
         ({"num_classes": 0}, "`num_classes` must be a positive int. Received: num_classes=0"),
         ({"width": 2.5}, "`width` must be a positive int. Received: width=2.5"),
         ({"width": True}, "`width` must be a positive int. Received: width=True"),
-        ({"weight_decay": -1e-4}, "`weight_decay` must be a non-negative number. Received: weight_decay=-0.0001"),
+        (
+            {"weight_decay": -1e-4},
+            "`weight_decay` must be a non-negative number. Received: weight_decay=-0.0001",
+        ),
         ({"input_shape": (32, 32)}, "Received: input_shape=(32, 32)"),
         ({"input_shape": (32, 0, 3)}, "Received: input_shape=(32, 0, 3)"),
     ],

@@ -26,9 +26,10 @@ def _applications():
     builders = {}
     for attr in dir(keras.applications):
         builder = getattr(keras.applications, attr)
-        if not attr.startswith("_") and inspect.isfunction(builder):
-            if {"include_top", "weights", "classes"} <= inspect.signature(builder).parameters.keys():
-                builders[attr.lower()] = builder
+        if attr.startswith("_") or not inspect.isfunction(builder):
+            continue
+        if {"include_top", "weights", "classes"} <= inspect.signature(builder).parameters.keys():
+            builders[attr.lower()] = builder
     return builders
 
 
