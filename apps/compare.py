@@ -69,7 +69,7 @@ flags.register_validator(
 TRAIN_COMMAND = (sys.executable, "-m", "apps.train")
 """How a child run is started; the run's flags are appended."""
 
-_COLUMNS = ["model", "method", "flops_budget", "seed", "test_accuracy", "macs_ratio",
+_COLUMNS = ["model", "method", "flops_budget", "round_to", "seed", "test_accuracy", "macs_ratio",
             "params_ratio", "macs", "params", "executed_macs", "executed_params",
             "step_time_mean_s", "train_seconds", "run"]
 
@@ -81,7 +81,7 @@ def _is_ratio(text):
         return False
 
 
-def grid(models, methods, flops, seeds):
+def grid(models, methods, flops, seeds, round_to=1):
     """Expands the grid into runs.
 
     Args:
@@ -89,13 +89,17 @@ def grid(models, methods, flops, seeds):
         methods: method names; "dense" runs once per model and seed.
         flops: budgets (floats).
         seeds: number of seeds.
+        round_to: width multiple of the structured methods; a value other than 1
+            is part of their run names ("_r8"), so grids with different
+            `round_to` can share one output directory (and its dense runs).
 
     Returns:
-        List of dicts with keys model, method, flops (None for dense), seed, name.
+        List of dicts with keys model, method, flops (None for dense), seed,
+        round_to and name (the run directory's name).
 
     Example:
-        >>> [r["name"] for r in grid(["resnet20"], ["dense", "precrop"], [0.5], 1)]
-        ['resnet20_dense_s0', 'resnet20_precrop_f0.5_s0']
+        >>> [r["name"] for r in grid(["resnet20"], ["dense", "precrop"], [0.5], 1, round_to=8)]
+        ['resnet20_dense_s0', 'resnet20_precrop_f0.5_r8_s0']
     """
     runs = []
     for model in models:
@@ -103,8 +107,12 @@ def grid(models, methods, flops, seeds):
             for budget in ([None] if method == "dense" else flops):
                 for seed in range(seeds):
                     tag = "" if budget is None else f"_f{budget:g}"
-                    runs.append({"model": model, "method": method, "flops": budget,
-                                 "seed": seed, "name": f"{model}_{method}{tag}_s{seed}"})
+                    rounds = method in apps.STRUCTURED_METHODS and method != "dense"
+                    if rounds and round_to != 1:
+                        tag += f"_r{round_to}"
+                    runs.append({"model": model, "method": method, "flops": budget, "seed": seed,
+                                 "round_to": round_to if rounds else 1,
+                                 "name": f"{model}_{method}{tag}_s{seed}"})
     return runs
 
 
@@ -114,14 +122,19 @@ def child_env():
 
 
 def train_args(run, model_dir):
-    """`apps.train` flags of one run (the grid point plus the shared flags)."""
+    """`apps.train` flags of one run (the grid point plus the shared flags).
+
+    A run dict may also carry "masks" (an .npz path, for --method=masks).
+    """
     args = [f"--model={run['model']}", f"--method={run['method']}", f"--seed={run['seed']}",
             f"--model_dir={model_dir}", f"--dataset={FLAGS.dataset}", f"--epochs={FLAGS.epochs}",
             f"--batch_size={FLAGS.batch_size}", f"--lr={FLAGS.lr}", f"--schedule={FLAGS.schedule}",
-            f"--weight_decay={FLAGS.weight_decay}", f"--round_to={FLAGS.round_to}",
+            f"--weight_decay={FLAGS.weight_decay}", f"--round_to={run['round_to']}",
             f"--max_ratio={FLAGS.max_ratio}", "--verbose=2"]
     if run["flops"] is not None:
         args.append(f"--flops={run['flops']}")
+    if "masks" in run:
+        args.append(f"--masks={run['masks']}")
     for name in ("width", "train_take", "test_take", "data_dir"):
         if FLAGS[name].value is not None:
             args.append(f"--{name}={FLAGS[name].value}")
@@ -170,13 +183,15 @@ def collect(runs, out_dir):
         if os.path.exists(path):
             with open(path) as f:
                 result = json.load(f)
-            rows.append({**{k: result.get(k) for k in _COLUMNS},
-                         "flops_budget": run["flops"], "run": run["name"]})
+            rows.append({**{k: result.get(k) for k in _COLUMNS}, "flops_budget": run["flops"],
+                         "round_to": run["round_to"], "run": run["name"]})
     return rows
 
 
 def summarize(rows):
     """Groups rows by (model, method, flops budget): mean and sample std over seeds.
+
+    A method run with round_to != 1 is its own group, named e.g. "precrop r8".
 
     Args:
         rows: output of `collect`.
@@ -192,7 +207,8 @@ def summarize(rows):
     """
     groups = {}
     for row in rows:
-        groups.setdefault((row["model"], row["method"], row["flops_budget"]), []).append(row)
+        method = row["method"] if row["round_to"] == 1 else f"{row['method']} r{row['round_to']}"
+        groups.setdefault((row["model"], method, row["flops_budget"]), []).append(row)
     summary = []
     for (model, method, budget), members in groups.items():
         entry = {"model": model, "method": method, "flops_budget": budget, "n": len(members)}
@@ -299,7 +315,8 @@ def write_outputs(runs, out_dir, title):
 
 def main(argv):
     del argv
-    runs = grid(FLAGS.models, FLAGS.methods, [float(f) for f in FLAGS.flops], FLAGS.seeds)
+    runs = grid(FLAGS.models, FLAGS.methods, [float(f) for f in FLAGS.flops], FLAGS.seeds,
+                FLAGS.round_to)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     started, skipped, failed = run_grid(runs, FLAGS.out_dir, FLAGS.jobs)
     write_outputs(runs, FLAGS.out_dir, f"{', '.join(FLAGS.models)} on {FLAGS.dataset}: "

@@ -42,16 +42,15 @@ flags.register_validator(
     "input_shape",
     lambda v: v is None or (len(v) == 3 and all(s.isdigit() and int(s) > 0 for s in v)),
     message="--input_shape must be three positive integers, e.g. --input_shape=224,224,3")
-flags.register_multi_flags_validator(
-    ["mode", "flops"], lambda f: f["mode"] == "preconfig" or f["flops"] is None or f["flops"] <= 1,
-    message="--flops must be in (0, 1] with --mode=crop (it only shrinks); "
-            "use --mode=preconfig to let layers grow")
 
 
 def main(argv):
     del argv
     if FLAGS.mode == "crop" and FLAGS.flops is None and FLAGS.params is None:
         raise app.UsageError("--mode=crop needs a budget: pass --flops and/or --params.")
+    if FLAGS.mode == "crop" and (FLAGS.flops or 0) > 1:
+        raise app.UsageError("--flops must be in (0, 1] with --mode=crop (it only shrinks); use "
+                             f"--mode=preconfig to let layers grow. Received: --flops={FLAGS.flops:g}")
     if FLAGS.model_path:
         model = keras.saving.load_model(FLAGS.model_path)
     else:

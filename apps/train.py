@@ -64,21 +64,29 @@ flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multi_work
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line "
                      "per epoch.", lower_bound=0, upper_bound=2)
 
-flags.register_multi_flags_validator(
-    ["method", "flops"], lambda f: f["method"] == "preconfig" or f["flops"] is None or f["flops"] <= 1,
-    message="--flops must be in (0, 1] unless --method=preconfig (the other methods only shrink)")
-flags.register_multi_flags_validator(
-    ["method", "flops", "params"],
-    lambda f: f["method"] in ("dense", "preconfig", "masks") or f["flops"] is not None
-    or f["params"] is not None,
-    message="this --method needs a budget: pass --flops and/or --params")
-flags.register_multi_flags_validator(
-    ["method", "masks"], lambda f: (f["method"] == "masks") == (f["masks"] is not None),
-    message="--masks goes with --method=masks, and --method=masks needs --masks")
+
+
+def check_flags():
+    """Checks the flag combinations (single flags are checked when parsed).
+
+    Raises:
+        app.UsageError: quoting the offending flags.
+    """
+    if FLAGS.method != "preconfig" and FLAGS.flops is not None and FLAGS.flops > 1:
+        raise app.UsageError(
+            "--flops must be in (0, 1] unless --method=preconfig (the other methods only "
+            f"shrink). Received: --method={FLAGS.method} --flops={FLAGS.flops:g}")
+    if (FLAGS.method not in ("dense", "preconfig", "masks") and FLAGS.flops is None
+            and FLAGS.params is None):
+        raise app.UsageError(f"--method={FLAGS.method} needs a budget: pass --flops and/or --params.")
+    if (FLAGS.method == "masks") != (FLAGS.masks is not None):
+        raise app.UsageError("--masks goes with --method=masks, and --method=masks needs --masks. "
+                             f"Received: --method={FLAGS.method} --masks={FLAGS.masks}")
 
 
 def main(argv):
     del argv
+    check_flags()
     start = time.perf_counter()
     if not FLAGS["verbosity"].present:  # tfds and checkpoint INFO lines would drown the progress bar
         logging.set_verbosity(logging.WARNING)

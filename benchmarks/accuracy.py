@@ -1,0 +1,194 @@
+r"""Fashion-MNIST accuracy and training step time: PreCrop vs SynFlow vs baselines, and PreConfig.
+
+Real Fashion-MNIST (prepared offline through tfds from the Debian files when
+needed), a CIFAR-style ResNet-20 adapted to 28x28x1, every run a child
+`apps.train` process through `apps.compare` (same recipe for every method).
+
+Grids (all in --out_dir, resumable: finished runs are skipped; runs are
+ordered seed by seed, so an interrupted grid leaves whole seeds):
+    main      dense, precrop, synflow, synflow_random (random at SynFlow's
+              per-layer densities), uniform_width at each --flops (round_to=1)
+    round8    precrop with round_to=8 (aligned widths, for the step-time claim)
+    preconfig preconfig at flops=1.0 (max_ratio --max_ratio) vs dense
+
+Writes benchmarks/results/accuracy.{csv,md,png} (+ accuracy_step_time.png) and
+benchmarks/results/preconfig_accuracy.{csv,md}.
+
+Usage (from the repository root):
+    python -m benchmarks.accuracy                      # the committed configuration
+    python -m benchmarks.accuracy --grids=             # only re-summarise finished runs
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+from scipy import stats
+
+from apps import compare
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("grids", ["main", "round8", "preconfig"], "Grids to run (empty: summarise only).")
+flags.DEFINE_string("results_dir", "benchmarks/results", "Where the summaries go.")
+
+# The committed configuration: about 45 min for the 36 runs on a shared 2-core VM.
+for _name, _value in {
+        "models": ["resnet20"], "width": 8, "dataset": "fashion_mnist",
+        "methods": ["dense", "precrop", "synflow", "synflow_random", "uniform_width"],
+        "flops": ["0.5", "0.25"], "seeds": 3, "epochs": 3, "train_take": 10000,
+        "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
+        "out_dir": "benchmarks/work/accuracy", "data_dir": "benchmarks/work/tfds",
+        "train_flags": ["--validation_freq=0"]}.items():
+    FLAGS.set_default(_name, _value)
+
+
+def grids():
+    """All runs of the selected grids, seed by seed (dense runs are shared)."""
+    flops = [float(f) for f in FLAGS.flops]
+    selected = {
+        "main": compare.grid(FLAGS.models, FLAGS.methods, flops, FLAGS.seeds),
+        "round8": compare.grid(FLAGS.models, ["precrop"], flops, FLAGS.seeds, round_to=8),
+        "preconfig": compare.grid(FLAGS.models, ["dense", "preconfig"], [1.0], FLAGS.seeds),
+    }
+    runs = {}
+    for name in ("main", "round8", "preconfig"):
+        for run in selected[name]:
+            runs.setdefault(run["name"], {**run, "grid": name})
+    return sorted(runs.values(), key=lambda r: r["seed"])
+
+
+def prepare_data():
+    """Prepares Fashion-MNIST once, before the children would race to do it."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from tf_precrop import data  # pylint: disable=g-import-not-at-top
+
+    if not tfds.builder("fashion_mnist", data_dir=FLAGS.data_dir).is_prepared():
+        print("Preparing Fashion-MNIST from the Debian files ...", flush=True)
+        data.prepare_fashion_mnist_offline(FLAGS.data_dir)
+
+
+def welch(a, b):
+    """Mean difference a - b, its standard error and Welch's two-sided p-value."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = a.mean() - b.mean()
+    if len(a) < 2 or len(b) < 2:
+        return diff, float("nan"), float("nan")
+    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
+    return diff, se, p
+
+
+def accuracies(rows, method, budget, round_to=1):
+    return [r["test_accuracy"] for r in rows if r["method"] == method and
+            r["flops_budget"] == budget and r["round_to"] == round_to]
+
+
+def comparison_table(rows, pairs):
+    """Markdown rows "A vs B": accuracy difference, its SE, Welch p, verdict."""
+    lines = ["| comparison | FLOPs budget | accuracy difference (pp) | SE (pp) | Welch p | "
+             "beyond seed noise (p < 0.05)? |", "|---|---|---|---|---|---|"]
+    for label, (m1, b1, r1), (m2, b2, r2), budget in pairs:
+        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
+        if not a or not b:
+            lines.append(f"| {label} | {budget:g} | not run | | | |")
+            continue
+        diff, se, p = welch(a, b)
+        verdict = "n < 2" if np.isnan(p) else ("yes" if p < 0.05 else "no")
+        lines.append(f"| {label} | {budget:g} | {100 * diff:+.2f} | {100 * se:.2f} | {p:.3f} | "
+                     f"{verdict} |")
+    return lines
+
+
+def setup_lines(total, finished):
+    return [
+        "## Setup", "",
+        f"- Data: real Fashion-MNIST through tfds (prepared offline from the Debian package "
+        f"`dataset-fashion-mnist`), first {FLAGS.train_take} training images, all 10,000 test "
+        f"images; augmentation: zero-pad 2, random 28x28 crop, horizontal flip.",
+        f"- Model: CIFAR-style ResNet-20 (3 stages x 3 basic blocks, BN) on 28x28x1, "
+        f"width {FLAGS.width} (stages {FLAGS.width}/{2 * FLAGS.width}/{4 * FLAGS.width}).",
+        f"- Training (every method the same, `apps.train`): {FLAGS.epochs} epochs, batch "
+        f"{FLAGS.batch_size}, SGD momentum 0.9 Nesterov, lr {FLAGS.lr} {FLAGS.schedule}, "
+        f"decoupled weight decay {FLAGS.weight_decay}; seeds 0..{FLAGS.seeds - 1}.",
+        "- Methods: dense; precrop (tf_precrop.crop, round_to=1, and round_to=8 as \"precrop r8\"); "
+        "synflow (100 iterations, TF-MOT fixed masks); synflow_random (random weights at SynFlow's "
+        "per-layer densities); uniform_width (one shared width ratio, same budget).",
+        "- MACs ratio: effective MACs / dense MACs; masked methods execute the dense MACs "
+        "(TF-MOT masks keep the shapes), so their step time is the dense model's plus the mask cost.",
+        "- Step time: mean wall time of a training batch (first batch excluded), measured in the "
+        "same runs, on a 2-core VM shared with other jobs: relative numbers are indicative.",
+        f"- Runs finished: {finished} of {total}.",
+        f"- Command: `python -m benchmarks.accuracy` (resumable; run dirs in {FLAGS.out_dir}).", ""]
+
+
+def write_accuracy(runs, rows):
+    names = {r["name"] for r in runs if r["grid"] in ("main", "round8")}
+    main_rows = [r for r in rows if r["run"] in names]
+    summary = compare.summarize(main_rows)
+    os.makedirs(FLAGS.results_dir, exist_ok=True)
+    compare.write_csv(os.path.join(FLAGS.results_dir, "accuracy.csv"), summary)
+    pairs = []
+    for budget in (float(f) for f in FLAGS.flops):
+        pc = ("precrop", budget, 1)
+        pairs += [(f"precrop - {m}", pc, (m, budget, 1), budget)
+                  for m in ("synflow", "synflow_random", "uniform_width")]
+        pairs += [(f"{m} - dense", (m, budget, 1), ("dense", None, 1), budget)
+                  for m in ("precrop", "synflow", "synflow_random", "uniform_width")]
+        pairs.append(("precrop r8 - precrop", ("precrop", budget, 8), pc, budget))
+    table = compare.markdown(summary, "Fashion-MNIST accuracy: PreCrop vs SynFlow and baselines")
+    finished = len(main_rows)
+    text = "\n".join([table, *setup_lines(len(names), finished), "## Differences", "",
+                      *comparison_table(main_rows, pairs), "",
+                      "Differences are mean(A) - mean(B) in percentage points; SE combines "
+                      "both sample standard deviations (Welch).", ""])
+    missing = sorted(names - {r["run"] for r in main_rows})
+    if missing:
+        text += f"\nNot run (yet): {', '.join(missing)}\n"
+    with open(os.path.join(FLAGS.results_dir, "accuracy.md"), "w") as f:
+        f.write(text)
+    if summary:
+        compare.plot(summary, os.path.join(FLAGS.results_dir, "accuracy.png"), "test_accuracy",
+                     "test accuracy (%)", 100)
+        compare.plot(summary, os.path.join(FLAGS.results_dir, "accuracy_step_time.png"),
+                     "step_time_mean_s", "training step time (ms)", 1e3)
+
+
+def write_preconfig(runs, rows):
+    names = {r["name"] for r in runs if r["grid"] == "preconfig"}
+    pc_rows = [r for r in rows if r["run"] in names]
+    summary = compare.summarize(pc_rows)
+    compare.write_csv(os.path.join(FLAGS.results_dir, "preconfig_accuracy.csv"), summary)
+    table = compare.markdown(summary, "Fashion-MNIST accuracy: PreConfig vs dense at equal FLOPs")
+    text = "\n".join([
+        table,
+        f"PreConfig: `tf_precrop.preconfig(model, flops=1.0, max_ratio={FLAGS.max_ratio})` "
+        "(widths redistributed at the dense MACs, groups may grow up to max_ratio), trained "
+        "from scratch with the dense model's recipe.", "",
+        *setup_lines(len(names), len(pc_rows)), "## Difference", "",
+        *comparison_table(pc_rows, [("preconfig - dense", ("preconfig", 1.0, 1),
+                                     ("dense", None, 1), 1.0)]), ""])
+    with open(os.path.join(FLAGS.results_dir, "preconfig_accuracy.md"), "w") as f:
+        f.write(text)
+
+
+def main(argv):
+    del argv
+    runs = grids()
+    todo = [r for r in runs if r["grid"] in FLAGS.grids]
+    if todo:
+        prepare_data()
+        _, _, failed = compare.run_grid(todo, FLAGS.out_dir, FLAGS.jobs)
+        if failed:
+            print(f"accuracy: failed runs: {', '.join(failed)}", file=sys.stderr)
+    rows = compare.collect(runs, FLAGS.out_dir)
+    write_accuracy(runs, rows)
+    write_preconfig(runs, rows)
+    print(f"accuracy: {len(rows)} of {len(runs)} runs finished; wrote "
+          f"{FLAGS.results_dir}/accuracy.md and preconfig_accuracy.md")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,95 @@
+"""End-to-end tests of `apps.crop` (offline, no data): outputs, PreConfig mode, flag errors."""
+
+import json
+import os
+import re
+
+from absl import app
+from absl import flags
+from absl.testing import flagsaver
+import keras
+import pytest
+
+import tf_precrop
+from apps import crop
+
+FLAGS = flags.FLAGS
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flags():
+    with flagsaver.flagsaver():
+        FLAGS.unparse_flags()
+        yield
+    FLAGS.unparse_flags()
+
+
+def _run(*args):
+    FLAGS(["apps.crop", *args])
+    crop.main([])
+
+
+def test_keras_application_offline_writes_every_output(tmp_path, capsys):
+    paths = {name: str(tmp_path / name) for name in ("small.keras", "widths.png", "plan.json")}
+    _run("--model=mobilenet_v2", "--input_shape=64,64,3", "--num_classes=10", "--flops=0.5",
+         "--round_to=8", f"--save={paths['small.keras']}", f"--plot={paths['widths.png']}",
+         f"--json={paths['plan.json']}")
+    out = capsys.readouterr().out
+    with open(paths["plan.json"]) as f:
+        plan = tf_precrop.CropPlan.from_json(f.read())
+    assert 0.45 <= plan.macs_ratio <= 0.5
+    assert plan.summary() in out
+    assert re.search(r"^mobilenetv2_1\.00_64: MACs [\d.]+M -> [\d.]+M \(0\.\d{3}x\), params "
+                     r"[\d.]+M -> [\d.]+M \(0\.\d{3}x\), planned in [\d.]+ s \(geometric program "
+                     r"[\d.]+ s\)$", out, re.MULTILINE)
+    small = keras.saving.load_model(paths["small.keras"])
+    assert small.count_params() == plan.params
+    assert tf_precrop.count(small).macs == plan.macs
+    assert all(w % 8 == 0 for name, w in plan.widths.items() if name != "predictions")
+    assert 10_000 < os.path.getsize(paths["widths.png"]) < 300_000
+
+
+def test_preconfig_mode_keeps_the_dense_cost(tmp_path):
+    path = str(tmp_path / "plan.json")
+    _run("--model=resnet20", "--mode=preconfig", "--max_ratio=1.5", f"--json={path}")
+    with open(path) as f:
+        plan = json.load(f)
+    assert plan["budgets"]["flops"] == 1.0 and plan["max_ratio"] == 1.5
+    assert 0.98 <= plan["macs"] / plan["dense_macs"] <= 1.0
+
+
+def test_flops_above_one_points_to_preconfig():
+    with pytest.raises(app.UsageError) as error:
+        _run("--model=resnet20", "--flops=1.5")
+    assert str(error.value) == ("--flops must be in (0, 1] with --mode=crop (it only shrinks); use "
+                                "--mode=preconfig to let layers grow. Received: --flops=1.5")
+
+
+def test_crop_without_budget_is_a_usage_error():
+    with pytest.raises(app.UsageError) as error:
+        _run("--model=resnet20")
+    assert str(error.value) == "--mode=crop needs a budget: pass --flops and/or --params."
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--flops=-0.5"], "flag --flops=-0.5: --flops must be a positive ratio of the dense MACs"),
+    (["--input_shape=64,64"], "flag --input_shape=['64', '64']: --input_shape must be three "
+                              "positive integers, e.g. --input_shape=224,224,3"),
+    (["--mode=shrink"], "flag --mode=shrink: value should be one of <crop|preconfig>"),
+])
+def test_bad_flags_are_rejected_when_parsed(argv, message):
+    with pytest.raises(flags.IllegalFlagValueError) as error:
+        FLAGS(["apps.crop", *argv])
+    assert str(error.value) == message
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ValueError, match=r"^Unknown model name: 'resnet21'\. Supported: .*resnet20"):
+        _run("--model=resnet21", "--flops=0.5")
+
+
+def test_width_only_for_cifar_resnets():
+    with pytest.raises(ValueError) as error:
+        _run("--model=mobilenet_v2", "--width=8", "--flops=0.5")
+    assert str(error.value) == ("--width applies to resnet20, resnet32, resnet56 only. "
+                                "Received: model='mobilenet_v2', width=8")
