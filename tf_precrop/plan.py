@@ -43,6 +43,7 @@ class LayerPlan:
     dense_params: int
     params: int
     density: float | None
+    sets_width: bool = False  # the layer's config carries its output width (filters / units)
 
 
 @dataclasses.dataclass
@@ -89,8 +90,7 @@ class CropPlan:
     @property
     def widths(self) -> dict:
         """Layer path -> new output width, for the layers whose config carries a width."""
-        return {name: u.get("filters", u.get("units")) for name, u in self.updates.items()
-                if "filters" in u or "units" in u}
+        return {lp.name: lp.width for lp in self.layers if lp.sets_width}
 
     def layer(self, name: str) -> LayerPlan:
         for layer in self.layers:
@@ -186,7 +186,7 @@ def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_
         new_w = layout_lib.width(out, group_width) if out else 0
         dc, nc = dense_costs[path], new_costs[path]
         layers.append(LayerPlan(path, type(rec.layer).__name__, root, dense_w, new_w, dc.macs, nc.macs,
-                                dc.params, nc.params, kernel_density.get(path)))
+                                dc.params, nc.params, kernel_density.get(path), rec.produced is not None))
         update = _config_update(rec, group_width)
         if update:
             updates[path] = update

@@ -153,6 +153,12 @@ class _Rounder:
         for j, allowed in enumerate(self.p.allowed):
             self.index[j] = int(np.argmin(np.abs(allowed - target[j])))
 
+    def set_floor(self, log_c):
+        """The largest allowed width at or below the continuous one (its smallest width if none is)."""
+        target = np.exp(log_c) * self.p.dense * (1 + 1e-6)  # solver tolerance: 0.9999999 means 1
+        for j, allowed in enumerate(self.p.allowed):
+            self.index[j] = max(int(np.searchsorted(allowed, target[j], side="right")) - 1, 0)
+
     def _deltas(self, direction):
         """Cost change per budget and objective change when each root moves one allowed width."""
         widths = self.widths()
@@ -174,19 +180,24 @@ class _Rounder:
         log_c = self.log_c()
         return {k: self.p.costs[k].value(log_c) for k in self.budgets}
 
-    def repair(self):
-        """Shrinks, cheapest objective loss per unit of excess cost first, until every budget holds."""
+    def repair(self, frozen: int | None = None) -> bool:
+        """Shrinks, cheapest objective loss per unit of excess cost first, until every budget holds.
+
+        Returns False when no root (other than ``frozen``) can shrink any further.
+        """
         while True:
             totals = self.totals()
             over = {k: totals[k] - b for k, b in self.budgets.items() if totals[k] > b * (1 + 1e-12)}
             if not over:
-                return
+                return True
             valid, deltas, dobj = self._deltas(-1)
+            if frozen is not None:
+                valid[frozen] = False
             saving = sum(-deltas[k] / self.budgets[k] for k in over)
             score = np.where(valid & (saving > 0), saving / np.maximum(-dobj, 1e-12), -np.inf)
-            best = int(np.argmax(score))
-            if not np.isfinite(score[best]):
-                raise InfeasibleBudgetError("No integer widths meet the budget.")
+            best = int(np.argmax(score)) if len(score) else 0
+            if not len(score) or not np.isfinite(score[best]):
+                return False
             self.index[best] -= 1
 
     def fill(self):
@@ -204,6 +215,32 @@ class _Rounder:
             if not len(score) or not np.isfinite(score[best]):
                 return
             self.index[best] += 1
+
+    def objective(self) -> float:
+        return float(self.p.objective @ self.log_c())
+
+    def improve(self, max_rounds: int = 100, candidates: int = 12):
+        """Local search: grow one root a step, shrink others back under the budgets, keep it if the
+        objective rose. Fill alone stops where no single step fits; this trades width between groups
+        (common with a coarse ``round_to``)."""
+        for _ in range(max_rounds):
+            base, saved = self.objective(), self.index.copy()
+            valid, deltas, dobj = self._deltas(+1)
+            spend = sum(np.maximum(deltas[k], 0) / b for k, b in self.budgets.items())
+            score = np.where(valid & (dobj > 0), dobj / np.maximum(spend, 1e-15), -np.inf)
+            accepted = False
+            for grow in np.argsort(-score)[:candidates]:
+                if not np.isfinite(score[grow]):
+                    break
+                self.index = saved.copy()
+                self.index[grow] += 1
+                if self.repair(frozen=grow) and self.objective() > base + 1e-9:
+                    self.fill()
+                    accepted = True
+                    break
+            if not accepted:
+                self.index = saved
+                return
 
 
 def solve(graph: ModelGraph, budgets: dict, *, round_to: int = 1, max_ratio: float = 1.0,
@@ -230,9 +267,11 @@ def solve(graph: ModelGraph, budgets: dict, *, round_to: int = 1, max_ratio: flo
         log_c = solve_continuous(problem, budgets)
     solved = time.perf_counter()
     if not uniform:
-        rounder.set_nearest(log_c)
-        rounder.repair()
+        rounder.set_floor(log_c)
+        if not rounder.repair():  # only needed when minimum widths sit above the continuous optimum
+            raise InfeasibleBudgetError("No integer widths meet the budget.")
         rounder.fill()
+        rounder.improve()
     widths = {root: graph.groups.dense_width(root) for root in graph.groups.roots()}
     for root, w in zip(problem.roots, rounder.widths()):
         widths[root] = int(w)
