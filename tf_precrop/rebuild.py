@@ -39,38 +39,38 @@ class _Builder:
         self.new_ops: dict = {}  # id(old op) -> new op (keeps shared layers and nested models shared)
         self.kept_weights: list = []
 
-    def model(self, model, prefix):
+    def model(self, model, prefix, like=None):
+        """Rebuilds ``model``; ``like`` are the new tensors it will be called on (nested models), whose
+        shapes its new inputs take: its input widths may have changed."""
         if isinstance(model, keras.Sequential):
-            return self._sequential(model, prefix)
-        return self._functional(functional_graph(model), prefix, name=model.name)
+            return self._sequential(model, prefix, like)
+        return self._functional(functional_graph(model), prefix, model.name, like)
 
-    def _sequential(self, model, prefix):
+    def _sequential(self, model, prefix, like):
         functional = functional_graph(model)
-        inputs = [self._input(t) for t in functional.inputs]
+        inputs = [self._input(t, n) for t, n in zip(functional.inputs, like or functional.inputs)]
         layers = [self._layer(layer, prefix + layer.name) for layer in model.layers]
         return keras.Sequential([*inputs_as_layers(inputs), *layers], name=model.name, trainable=model.trainable)
 
-    def _functional(self, functional, prefix, name):
+    def _functional(self, functional, prefix, name, like):
         tensors = {}
-        new_inputs = []
-        for tensor in functional.inputs:
-            new = self._input(tensor)
-            tensors[id(tensor)] = new
-            new_inputs.append(new)
+        for tensor, shaped in zip(functional.inputs, like or functional.inputs):
+            tensors[id(tensor)] = self._input(tensor, shaped)
         for node in topological_nodes(functional):
             op = node.operation
             if isinstance(op, keras.layers.InputLayer):
                 continue
+            args, kwargs = node.arguments.fill_in(tensors)
             new_op = self.new_ops.get(id(op))
             if new_op is None:
                 if isinstance(op, keras.Model):
-                    new_op = self.model(op, prefix + op.name + "/")
+                    like = [tensors[id(t)] for t in node.input_tensors]
+                    new_op = self.model(op, prefix + op.name + "/", like)
                 elif isinstance(op, keras.layers.Layer):
                     new_op = self._layer(op, prefix + op.name)
                 else:
                     new_op = op  # a stateless op such as `a + b`
                 self.new_ops[id(op)] = new_op
-            args, kwargs = node.arguments.fill_in(tensors)
             outputs = new_op(*args, **kwargs)
             for old, new in zip(node.output_tensors, tree.flatten(outputs)):
                 tensors[id(old)] = new
@@ -80,9 +80,9 @@ class _Builder:
         new.trainable = functional.trainable
         return new
 
-    def _input(self, tensor):
+    def _input(self, tensor, shaped):
         layer = tensor._keras_history.operation
-        return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=layer.name)
+        return keras.Input(batch_shape=shaped.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=layer.name)
 
     def _layer(self, layer, path):
         if id(layer) in self.new_ops:
