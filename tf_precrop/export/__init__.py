@@ -1,0 +1,36 @@
+"""TFLite export with parity checks, LiteRT latency, and Android measurements.
+
+Example:
+    >>> from tf_precrop import export
+    >>> info = export.to_tflite(small, "small.tflite")            # verified against `small`
+    >>> stats = export.benchmark("small.tflite", num_threads=1)   # init, first run, mean, p50, p95, std
+    >>> print(export.format_table([stats]))
+"""
+
+from tf_precrop.export.android import AdbError
+from tf_precrop.export.android import parse_benchmark_output
+from tf_precrop.export.android import run_on_device
+from tf_precrop.export.latency import benchmark
+from tf_precrop.export.latency import benchmark_interleaved
+from tf_precrop.export.latency import format_table
+from tf_precrop.export.latency import summarize
+from tf_precrop.export.tflite import FLOAT_TOLERANCE
+from tf_precrop.export.tflite import QUANTIZATIONS
+from tf_precrop.export.tflite import QUANTIZED_TOLERANCE
+from tf_precrop.export.tflite import ExportParityError
+from tf_precrop.export.tflite import to_tflite
+
+__all__ = [
+    "FLOAT_TOLERANCE",
+    "QUANTIZATIONS",
+    "QUANTIZED_TOLERANCE",
+    "AdbError",
+    "ExportParityError",
+    "benchmark",
+    "benchmark_interleaved",
+    "format_table",
+    "parse_benchmark_output",
+    "run_on_device",
+    "summarize",
+    "to_tflite",
+]
