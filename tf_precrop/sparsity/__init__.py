@@ -37,6 +37,7 @@ from tf_precrop.sparsity.methods import synflow_random
 from tf_precrop.sparsity.methods import uniform
 from tf_precrop.sparsity.prunable import PrunableKernel
 from tf_precrop.sparsity.prunable import prunable_kernels
+from tf_precrop.sparsity.scores import synflow_scores
 from tf_precrop.sparsity.synexp import synexp
 from tf_precrop.sparsity.synexp import synflow_objective
 from tf_precrop.sparsity.tfmot_bridge import callbacks

@@ -244,7 +244,7 @@ def solve_densities(weights, macs, *, max_weights=None, max_macs=None):
             scaled = np.asarray(costs, dtype=np.float64) / float(budget)
             constraints.append(cp.sum(cp.multiply(scaled, cp.exp(x))) <= 1.0)
     problem = cp.Problem(cp.Maximize(cp.sum(x)), constraints)
-    problem.solve()
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or x.value is None:
         raise ValueError(f"The density problem has no optimum (cvxpy status: {problem.status}).")
     return np.minimum(1.0, np.exp(x.value))

@@ -39,8 +39,19 @@ class Masks(dict):
         return {k: float(v.mean()) for k, v in self.items()}
 
 
-def _mask_for(kernels, masks):
-    """Returns one 0/1 array per kernel; missing keys mean dense."""
+def mask_arrays(kernels, masks):
+    """Aligns masks with kernels after checking keys and shapes.
+
+    Args:
+        kernels: :class:`~tf_precrop.sparsity.prunable.PrunableKernel` list.
+        masks: ``{kernel key: 0/1 array}``.
+
+    Returns:
+        One array per kernel, ``None`` where ``masks`` has no entry (dense).
+
+    Raises:
+        ValueError: If a key is unknown or a shape does not match.
+    """
     known = {k.key for k in kernels}
     unknown = sorted(set(masks) - known)
     if unknown:
@@ -62,17 +73,36 @@ def _mask_for(kernels, masks):
     return out
 
 
+_SIGN = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def _key(value):
+    """Order-preserving map of a float64 to an int64."""
+    i = np.array(value, dtype=np.float64).view(np.int64)
+    return int(i ^ ((i >> 63) & _SIGN))
+
+
+def _value(key):
+    """Inverse of :func:`_key`."""
+    i = np.int64(key)
+    return float(np.array(i ^ ((i >> 63) & _SIGN), dtype=np.int64).view(np.float64))
+
+
 def select_top(kernels, scores, *, max_macs=None, max_weights=None):
     """Keeps the globally highest scores while the kept cost fits the budget.
 
-    Weights are ranked by score over all kernels (ties broken by position);
-    the kept set is the longest prefix whose effective MACs (kept weights x
-    ``macs / weights`` of their kernel) and kept weights stay within the
-    limits, so the binding budget is met to within one weight.
+    Weights are ranked by score over all kernels; the kept set is every weight
+    scoring at least a threshold ``t``, the lowest one whose set fits all
+    limits, plus as many weights tied at the next lower score as still fit
+    (in kernel order). Effective MACs count ``macs / weights`` of a weight's
+    kernel. The binding budget is met to within one weight's cost. The
+    threshold is found by bisection over the float64 order with per-kernel
+    sorted scores: no global argsort, so 25M weights take about a second.
 
     Args:
         kernels: :class:`~tf_precrop.sparsity.prunable.PrunableKernel` list.
-        scores: One score array per kernel (same shapes); ``-inf`` never wins.
+        scores: One score array per kernel (same shapes); ``-inf`` is never
+            kept.
         max_macs: Kept kernel MACs allowed, or ``None``.
         max_weights: Kept kernel weights allowed, or ``None``.
 
@@ -86,23 +116,49 @@ def select_top(kernels, scores, *, max_macs=None, max_weights=None):
         >>> keep = select_top(kernels, [np.abs(k.variable.numpy()) for k in kernels],
         ...                   max_weights=1000)
     """
-    flat = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores])
-    if np.isnan(flat).any():
+    scores = [np.asarray(s, dtype=np.float64) for s in scores]
+    if any(np.isnan(s).any() for s in scores):
         raise ValueError("Scores contain NaN; the model's weights or gradients are not finite.")
-    order = np.argsort(-flat, kind="stable")
-    count = flat.size
-    if max_weights is not None:
-        count = min(count, int(np.floor(max_weights + 1e-9)))
-    if max_macs is not None:
-        per = np.repeat([k.macs_per_weight for k in kernels], [k.weights for k in kernels])
-        cum = np.cumsum(per[order])
-        count = min(count, int(np.searchsorted(cum, max_macs * (1 + 1e-12), side="right")))
-    keep = np.zeros(flat.size, dtype=bool)
-    keep[order[:count]] = True
-    out, start = [], 0
-    for k in kernels:
-        out.append(keep[start:start + k.weights].reshape(k.shape))
-        start += k.weights
+    ordered = [np.sort(s.ravel()) for s in scores]
+    cost = np.array([k.macs_per_weight for k in kernels])
+    limit_w = np.inf if max_weights is None else float(np.floor(max_weights + 1e-9))
+    limit_m = np.inf if max_macs is None else max_macs * (1 + 1e-12)
+
+    def counts(t):
+        return np.array([o.size - np.searchsorted(o, t, side="left") for o in ordered])
+
+    def fits(c):
+        return c.sum() <= limit_w and float(c @ cost) <= limit_m
+
+    finite = [o[np.isfinite(o)] for o in ordered]
+    lows = [f[0] for f in finite if f.size]
+    highs = [f[-1] for f in finite if f.size]
+    if not lows:
+        return [np.zeros(k.shape, dtype=bool) for k in kernels]
+    lo, hi = _key(min(lows)), _key(max(highs)) + 1  # hi keeps nothing: always fits.
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(counts(_value(mid))):
+            hi = mid
+        else:
+            lo = mid + 1
+    threshold = _value(lo)
+    kept = counts(threshold)
+    rem_w = limit_w - kept.sum()
+    rem_m = limit_m - float(kept @ cost)
+    below = [o[o.size - c - 1] if o.size > c else -np.inf for o, c in zip(ordered, kept)]
+    tie = max(below)
+    out = []
+    for k, s, c in zip(kernels, scores, cost):
+        keep = s >= threshold
+        if np.isfinite(tie):
+            tied = np.flatnonzero(s.ravel() == tie)
+            take = int(min(tied.size, rem_w, np.floor(rem_m / c)))
+            if take > 0:
+                keep.ravel()[tied[:take]] = True
+                rem_w -= take
+                rem_m -= take * c
+        out.append(keep.reshape(k.shape))
     return out
 
 
@@ -197,7 +253,7 @@ def masked_cost(model, masks):
         0.5
     """
     kernels = prunable.prunable_kernels(model)
-    arrays = _mask_for(kernels, masks)
+    arrays = mask_arrays(kernels, masks)
     kept_w = kept_macs = 0.0
     for k, m in zip(kernels, arrays):
         n = k.weights if m is None else float(np.count_nonzero(m))

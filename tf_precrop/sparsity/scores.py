@@ -88,13 +88,13 @@ class _Normalized(keras.layers.Layer):
         super().__init__(**kwargs)
         self.inner = inner
 
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
     def call(self, inputs, **kwargs):
         y = self.inner(inputs, **kwargs)
         scale = tf.stop_gradient(tf.maximum(tf.reduce_mean(y), 1e-300))
         return y / scale
-
-    def compute_output_shape(self, input_shape):
-        return self.inner.compute_output_shape(input_shape)
 
 
 def _single_axis(layer):
@@ -113,6 +113,8 @@ def _clone_fn(normalize):
     def clone(layer):
         if isinstance(layer, keras.Model):
             return _linearize(layer, normalize)
+        if not isinstance(layer, keras.layers.Layer):  # A Keras op such as ``x + y``.
+            return layer.__class__.from_config(layer.get_config())
         if isinstance(layer, _IDENTITY):
             return _Identity(name=layer.name, dtype="float64")
         if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization)):
@@ -236,6 +238,31 @@ class LinearizedModel:
                 self.biases[i].assign(b if bm is None else b * bm)
         r, grads = self._step()
         return float(r), [g.numpy() for g in grads]
+
+
+def synflow_scores(model, masks=None):
+    """One SynFlow pass: ``S = dR/dθ ⊙ θ`` on the linearized float64 copy.
+
+    Args:
+        model: A built Keras 3 model with a static input shape.
+        masks: Optional ``{kernel key: 0/1 array}`` applied to ``|θ|``
+            (missing kernels are dense).
+
+    Returns:
+        List of float64 score arrays, one per kernel (masked weights score 0).
+
+    Raises:
+        ValueError: If a mask key is unknown or a shape does not match.
+
+    Example:
+        >>> s = synflow_scores(model)
+        >>> all(x.min() >= 0 for x in s)
+        True
+    """
+    lin = LinearizedModel(model)
+    arrays = masks_lib.mask_arrays(lin.kernels, masks or {})
+    _, grads = lin.objective_and_grads(arrays)
+    return [g * w if m is None else g * w * m for g, w, m in zip(grads, lin.abs_kernels, arrays)]
 
 
 def synflow_keep(model, *, max_macs=None, max_weights=None, dense_macs, dense_weights,

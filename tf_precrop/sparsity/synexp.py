@@ -39,7 +39,7 @@ def synflow_objective(model, masks=None):
         True
     """
     lin = scores_lib.LinearizedModel(model)
-    arrays = masks_lib._mask_for(lin.kernels, masks or {})  # pylint: disable=protected-access
+    arrays = masks_lib.mask_arrays(lin.kernels, masks or {})
     return lin.objective_and_grads(arrays)[0]
 
 

@@ -227,22 +227,27 @@ def _build(model, path, make_leaf, wrap_cls):
             x = _twin_layer(layer, prefix + layer.name, make_leaf, wrap_cls)(x)
         return tf_keras.Model(inputs, x, name=model.name)
     config = model.get_config()
+    operations = {op.name: op for op in model.operations}
     tensors = {}
     for layer_config in config["layers"]:
         name = layer_config["name"]
-        layer = model.get_layer(name)
+        layer = operations[name]
         if layer_config["class_name"] == "InputLayer":
             cfg = layer_config["config"]
             tensors[(name, 0, 0)] = tf_keras.Input(
                 batch_shape=tuple(cfg["batch_shape"]), dtype=cfg.get("dtype"), name=name
             )
             continue
-        twin = _twin_layer(layer, prefix + name, make_leaf, wrap_cls)
+        is_layer = isinstance(layer, keras.layers.Layer)
+        twin = _twin_layer(layer, prefix + name, make_leaf, wrap_cls) if is_layer else None
         for node_index, node in enumerate(layer_config["inbound_nodes"]):
             args = _map_args(node["args"], tensors)
             kwargs = _map_args(node["kwargs"], tensors)
             kwargs.pop("mask", None)
-            outputs = twin(*args, **kwargs)
+            if is_layer:
+                outputs = twin(*args, **kwargs)
+            else:
+                outputs = _op_lambda(layer, args, kwargs, name)
             flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             for tensor_index, tensor in enumerate(flat):
                 tensors[(name, node_index, tensor_index)] = tensor
@@ -255,6 +260,24 @@ def _build(model, path, make_leaf, wrap_cls):
     inputs = lookup(config["input_layers"])
     outputs = lookup(config["output_layers"])
     return tf_keras.Model(inputs, outputs, name=model.name)
+
+
+def _op_lambda(op, args, kwargs, name):
+    """Calls a Keras 3 operation (e.g. ``x + y`` in ConvNeXt) in a tf_keras Lambda."""
+    tf_keras, _ = _modules()
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    flat = tf.nest.flatten((args, kwargs))
+    positions = [i for i, v in enumerate(flat) if tf_keras.backend.is_keras_tensor(v)]
+
+    def call(tensors):
+        values = list(flat)
+        for i, t in zip(positions, tensors):
+            values[i] = t
+        a, k = tf.nest.pack_sequence_as((args, kwargs), values)
+        return op(*a, **k)
+
+    return tf_keras.layers.Lambda(call, name=name)([flat[i] for i in positions])
 
 
 def _twin_layer(layer, path, make_leaf, wrap_cls):
