@@ -224,14 +224,16 @@ def _imagenet_crop(image, size, seed):
 
 def _ensure_fashion_mnist(data_dir):
     """Prepares Fashion-MNIST from the Debian files if tfds has not prepared it yet."""
-    if tfds.builder("fashion_mnist", data_dir=data_dir).is_prepared():
+    builder = tfds.builder("fashion_mnist", data_dir=data_dir)
+    if builder.is_prepared() or not all(
+            os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, u.filename))
+            for u in builder.url_infos.values()):
         return
-    if all(os.path.exists(os.path.join(FASHION_MNIST_DEBIAN_DIR, f)) for f in _fashion_files()):
+    try:
         prepare_fashion_mnist_offline(data_dir)
-
-
-def _fashion_files():
-    return [u.filename for u in tfds.builder("fashion_mnist").url_infos.values()]
+    except FileExistsError:  # another process (e.g. a parallel apps.compare run) finished first
+        if not tfds.builder("fashion_mnist", data_dir=data_dir).is_prepared():
+            raise
 
 
 def prepare_fashion_mnist_offline(data_dir=None, source_dir=None):
