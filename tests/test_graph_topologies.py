@@ -97,7 +97,7 @@ def test_nested_model_called_twice_shares_widths():
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     plan, small = _crop_checks(model, flops=0.6)
     assert plan.widths["stem"] == plan.widths["block/inner"]
-    assert len([l for l in small.layers if l.name == "block"]) == 1
+    assert [layer.name for layer in small.layers].count("block") == 1
 
 
 def test_shared_layer_stays_shared():
@@ -160,7 +160,7 @@ def test_sequential_model():
     ], name="seq")
     plan, small = _crop_checks(model)
     assert isinstance(small, keras.Sequential)
-    assert [l.name for l in small.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
 
 
 def test_multi_output_model_keeps_every_output():

@@ -19,7 +19,7 @@ def test_original_untouched_and_names_kept():
     assert model.get_config() == config
     for before, after in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(before, after)
-    assert [l.name for l in small.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in small.layers] == [layer.name for layer in model.layers]
     assert small.count_params() < model.count_params()
 
 

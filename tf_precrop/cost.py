@@ -74,8 +74,10 @@ class CostReport:
         rows.append(("Total", "", f"{self.macs:,}", f"{self.params:,}"))
         header = ("Layer", "Class", "MACs", "Params")
         widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(4)]
-        line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                                   for i, (c, w) in enumerate(zip(r, widths)))
+
+        def line(r):
+            return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
         rule = "-" * len(line(header))
         body = [line(r) for r in rows[:-1]]
         return "\n".join([line(header), rule, *body, rule, line(rows[-1]),

@@ -141,7 +141,10 @@ class CropPlan:
             ))
         header = ("Layer (type)", "Group", "Width", "MACs", "Params")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+
+        def fmt(r):
+            return "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+
         bar = "=" * len(fmt(header))
         budgets = ", ".join(f"{k}={v:g}" for k, v in self.budgets.items() if v is not None)
         free = sum(1 for g in self.groups if g.fixed is None)

@@ -286,16 +286,17 @@ def solve(graph: ModelGraph, budgets: dict, *, round_to: int = 1, max_ratio: flo
 
 def _uniform(problem: Problem, rounder: _Rounder, budgets: dict) -> np.ndarray:
     """Bisection on one shared ratio: the largest whose rounded widths meet every budget."""
-    lo, hi = float(problem.min_log.max(initial=-30.0)), float(np.log(problem.max_ratio))
+    n = len(problem.roots)
 
     def fits(log_ratio):
-        rounder.set_nearest(np.maximum(np.full(len(problem.roots), log_ratio), problem.min_log))
+        rounder.set_nearest(np.maximum(np.full(n, log_ratio), problem.min_log))
         totals = rounder.totals()
         return all(totals[k] <= b * (1 + 1e-12) for k, b in rounder.budgets.items())
 
+    # All groups at their minimum fit (check_feasible), so the smallest minimum is a feasible start.
+    lo, hi = float(np.min(problem.min_log, initial=0.0)), float(np.log(problem.max_ratio))
     if fits(hi):
-        return np.full(len(problem.roots), hi)
-    lo = float(np.min(problem.min_log, initial=0.0))
+        return np.full(n, hi)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         if fits(mid):
@@ -303,4 +304,4 @@ def _uniform(problem: Problem, rounder: _Rounder, budgets: dict) -> np.ndarray:
         else:
             hi = mid
     fits(lo)
-    return np.maximum(np.full(len(problem.roots), lo), problem.min_log)
+    return np.maximum(np.full(n, lo), problem.min_log)

@@ -20,7 +20,7 @@ from typing import Callable
 import keras
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph.layout import Layout, Segment
+from tf_precrop.graph.layout import Layout
 
 MACS = "macs"
 PARAMS = "params"
