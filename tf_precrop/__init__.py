@@ -17,6 +17,18 @@ from tf_precrop.solver import InfeasibleBudgetError
 
 __version__ = "0.1.0"
 
+# Beside the core line, imported on first use so that `import tf_precrop` stays light and never touches
+# TF-MOT: `tf_precrop.export.to_tflite(...)` works after a plain `import tf_precrop`.
+_LAZY_SUBMODULES = ("data", "export", "report", "sparsity")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"tf_precrop.{name}")
+    raise AttributeError(f"module 'tf_precrop' has no attribute {name!r}")
+
 __all__ = [
     "DEFAULT_MAX_RATIO",
     "CostReport",
