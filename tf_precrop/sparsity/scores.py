@@ -362,21 +362,40 @@ def random_scores(model, seed=0):
     return [rng.random(k.shape) for k in prunable.prunable_kernels(model)]
 
 
-def _outputs_probabilities(model):
-    """Whether the model's (single) output is a softmax."""
-    layer = model.layers[-1]
-    while isinstance(layer, keras.Model):
-        layer = layer.layers[-1]
+def _is_softmax(layer):
     act = getattr(layer, "activation", None)
     return act is keras.activations.softmax or getattr(act, "__name__", "") == "softmax"
 
 
-def _logits(model, x, temperature=1.0):
-    out = model(x, training=False)
-    if _outputs_probabilities(model):
-        # log p = z - logsumexp(z): softmax(log p / T) == softmax(z / T).
-        out = tf.math.log(tf.maximum(tf.cast(out, tf.float32), 1e-30))
-    return tf.cast(out, tf.float32) / temperature
+def _logits_fn(model):
+    """A callable giving the model's logits (its softmax undone exactly).
+
+    A final ``Dense(..., activation="softmax")`` or ``Activation("softmax")``
+    is bypassed through a functional view of the same weights; any other
+    output is taken as logits.
+    """
+    last = model.layers[-1]
+    if not _is_softmax(last) or len(model.outputs) != 1:
+        return lambda x: model(x, training=False)
+    features = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, last.input)
+    if isinstance(last, keras.layers.Activation):
+        return lambda x: features(x, training=False)
+    if isinstance(last, keras.layers.Dense):
+
+        def dense_logits(x):
+            z = tf.matmul(features(x, training=False), last.kernel)
+            return z + last.bias if last.use_bias else z
+
+        return dense_logits
+    raise ValueError(
+        f"Cannot take logits of model '{model.name}': its last layer '{last.name}' "
+        f"({last.__class__.__name__}) applies a softmax; end the model with "
+        "Dense(..., activation='softmax') or Activation('softmax'), or output logits."
+    )
+
+
+def _logits(logits_fn, x, temperature=1.0):
+    return tf.cast(logits_fn(x), tf.float32) / temperature
 
 
 def _loss(logits, y):
@@ -407,9 +426,9 @@ def _check_batches(batches, method):
 def snip_scores(model, batches):
     """SNIP: ``|dL/dw ⊙ w|`` summed over batches (inference mode).
 
-    The loss is softmax cross-entropy on the model's logits (a softmax output
-    is converted back to logits); BatchNormalization runs in inference mode,
-    so the model's statistics are not touched.
+    The loss is softmax cross-entropy on the model's logits (a final softmax is
+    bypassed); BatchNormalization runs in inference mode, so the model's
+    statistics are not touched.
 
     Args:
         model: A built Keras 3 classifier.
@@ -420,7 +439,8 @@ def snip_scores(model, batches):
         List of float64 arrays, one per kernel.
 
     Raises:
-        ValueError: If ``batches`` is ``None`` or empty.
+        ValueError: If ``batches`` is ``None`` or empty, or the logits cannot
+            be taken (a softmax inside a layer other than Dense/Activation).
 
     Example:
         >>> s = snip_scores(model, [(x[:64], y[:64])])
@@ -428,10 +448,11 @@ def snip_scores(model, batches):
     batches = _check_batches(batches, "snip")
     kernels = prunable.prunable_kernels(model)
     variables = [k.variable for k in kernels]
+    logits_fn = _logits_fn(model)
     total = [np.zeros(k.shape) for k in kernels]
     for x, y in batches:
         with tf.GradientTape() as tape:
-            loss = _loss(_logits(model, x), y)
+            loss = _loss(_logits(logits_fn, x), y)
         for t, g, v in zip(total, tape.gradient(loss, variables), variables):
             t += np.abs(g.numpy() * v.numpy())
     return total
@@ -453,7 +474,8 @@ def grasp_scores(model, batches, temperature=200.0):
         List of float64 arrays, one per kernel.
 
     Raises:
-        ValueError: If ``batches`` is ``None`` or empty.
+        ValueError: If ``batches`` is ``None`` or empty, or the logits cannot
+            be taken (a softmax inside a layer other than Dense/Activation).
 
     Example:
         >>> s = grasp_scores(model, [(x[:64], y[:64])])
@@ -461,16 +483,17 @@ def grasp_scores(model, batches, temperature=200.0):
     batches = _check_batches(batches, "grasp")
     kernels = prunable.prunable_kernels(model)
     variables = [k.variable for k in kernels]
+    logits_fn = _logits_fn(model)
     g = [tf.zeros(k.shape) for k in kernels]
     for x, y in batches:
         with tf.GradientTape() as tape:
-            loss = _loss(_logits(model, x, temperature), y)
+            loss = _loss(_logits(logits_fn, x, temperature), y)
         g = [a + b for a, b in zip(g, tape.gradient(loss, variables))]
     hg = [np.zeros(k.shape) for k in kernels]
     for x, y in batches:
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                loss = _loss(_logits(model, x, temperature), y)
+                loss = _loss(_logits(logits_fn, x, temperature), y)
             grads = inner.gradient(loss, variables)
             z = tf.add_n([tf.reduce_sum(a * tf.stop_gradient(b)) for a, b in zip(grads, g)])
         for t, h in zip(hg, outer.gradient(z, variables)):
