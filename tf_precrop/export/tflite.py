@@ -12,8 +12,9 @@ Parity tolerances (the largest absolute output difference allowed):
 * float export: ``1e-4`` absolute (`FLOAT_TOLERANCE`);
 * quantized exports: a fraction of the output scale, the largest absolute
   value of the reference outputs on the check inputs (`QUANTIZED_TOLERANCE`).
-  The fractions are about 5x the worst error measured on cropped ResNet-20s
-  (see docs/export.md for the numbers and how they were measured).
+  The fractions are about 2x the worst error measured on dense and cropped
+  ResNet-20s with random weights (docs/export.md has the numbers and how they
+  were measured).
 """
 
 import os
@@ -28,7 +29,7 @@ QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 FLOAT_TOLERANCE = 1e-4
 
 # Allowed max |tflite - model| / max |model| per quantization mode.
-QUANTIZED_TOLERANCE = {"dynamic": 0.05, "float16": 0.01, "int8": 0.2}
+QUANTIZED_TOLERANCE = {"dynamic": 0.15, "float16": 0.01, "int8": 0.3}
 
 
 class ExportParityError(ValueError):
