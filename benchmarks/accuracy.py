@@ -19,6 +19,7 @@ Usage (from the repository root):
     python -m benchmarks.accuracy --grids=             # only re-summarise finished runs
 """
 
+import json
 import os
 import sys
 
@@ -31,7 +32,11 @@ from apps import compare
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("grids", ["main", "round8", "preconfig"], "Grids to run (empty: summarise only).")
+flags.DEFINE_list("grids", ["main", "round8", "preconfig", "timing"],
+                  "Grids to run (empty: summarise only); timing = the interleaved step-time "
+                  "measurement.")
+flags.DEFINE_integer("timing_rounds", 5, "Rounds of the interleaved step-time measurement.")
+flags.DEFINE_integer("timing_steps", 10, "Timed training steps per model and round.")
 flags.DEFINE_string("results_dir", "benchmarks/results", "Where the summaries go.")
 
 # The committed configuration: about 45 min for the 36 runs on a shared 2-core VM.
@@ -124,6 +129,14 @@ def setup_lines(total, finished):
         f"- Command: `python -m benchmarks.accuracy` (resumable; run dirs in {FLAGS.out_dir}).", ""]
 
 
+def _timing():
+    path = os.path.join(FLAGS.results_dir, "accuracy_step_time.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_accuracy(runs, rows):
     names = {r["name"] for r in runs if r["grid"] in ("main", "round8")}
     main_rows = [r for r in rows if r["run"] in names]
@@ -143,7 +156,9 @@ def write_accuracy(runs, rows):
     text = "\n".join([table, *setup_lines(len(names), finished), "## Differences", "",
                       *comparison_table(main_rows, pairs), "",
                       "Differences are mean(A) - mean(B) in percentage points; SE combines "
-                      "both sample standard deviations (Welch).", ""])
+                      "both sample standard deviations (Welch).", "",
+                      "## Training step time, interleaved measurement", "",
+                      *timing_lines(_timing())])
     missing = sorted(names - {r["run"] for r in main_rows})
     if missing:
         text += f"\nNot run (yet): {', '.join(missing)}\n"
@@ -174,6 +189,95 @@ def write_preconfig(runs, rows):
         f.write(text)
 
 
+def timing_models():
+    """The models whose step time is compared: name -> a function running one training step."""
+    import tf_precrop  # pylint: disable=g-import-not-at-top  (TensorFlow only when needed)
+    from tf_precrop import data  # pylint: disable=g-import-not-at-top
+    from tf_precrop import models  # pylint: disable=g-import-not-at-top
+    from tf_precrop import sparsity  # pylint: disable=g-import-not-at-top
+
+    info = data.info(FLAGS.dataset)
+    dense = getattr(models, FLAGS.models[0])(info.input_shape, info.num_classes, width=FLAGS.width)
+    arms = {"dense": dense}
+    masks = None
+    for budget in (float(f) for f in FLAGS.flops):
+        arms[f"precrop f{budget:g}"] = tf_precrop.crop(dense, flops=budget, seed=0)
+        arms[f"precrop r8 f{budget:g}"] = tf_precrop.crop(dense, flops=budget, round_to=8, seed=0)
+        arms[f"uniform_width f{budget:g}"] = tf_precrop.crop(dense, flops=budget, uniform=True,
+                                                             seed=0)
+        masks = sparsity.compute_masks("synflow", dense, flops=budget, seed=0)
+        arms[f"synflow f{budget:g}"] = sparsity.to_tfmot(dense, masks)
+    # Control: the dense model in the masked framework (tf_keras + TF-MOT wrappers, all-ones masks).
+    arms["dense (TF-MOT, all-ones masks)"] = sparsity.to_tfmot(
+        dense, {key: np.ones_like(mask) for key, mask in masks.items()})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((FLAGS.batch_size, *info.input_shape)).astype("float32")
+    y = rng.integers(0, info.num_classes, FLAGS.batch_size)
+    return {name: _stepper(model, name.startswith(("synflow", "dense (TF-MOT")), x, y, sparsity)
+            for name, model in arms.items()}
+
+
+def _stepper(model, pruned, x, y, sparsity):
+    """A function running one SGD step; TF-MOT models get their pruning-step callback."""
+    model.compile(optimizer="sgd")  # SGD of the model's own framework, as apps.train does
+    model.compile(optimizer=type(model.optimizer)(learning_rate=0.01, momentum=0.9, nesterov=True),
+                  loss="sparse_categorical_crossentropy")
+    callbacks = list(sparsity.callbacks()) if pruned else []
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    steps = iter(range(10**9))
+
+    def step():
+        batch = next(steps)
+        for callback in callbacks:
+            callback.on_train_batch_begin(batch)
+        model.train_on_batch(x, y)
+
+    return step
+
+
+def measure_step_times():
+    """Interleaved step times: the models take turns, so load changes hit all alike.
+
+    Returns:
+        {arm: {"median_ms", "mean_ms", "steps", "rel_dense"}}.
+    """
+    import time  # pylint: disable=g-import-not-at-top
+
+    steppers = timing_models()
+    times = {name: [] for name in steppers}
+    for step in steppers.values():  # tracing and warm-up
+        for _ in range(3):
+            step()
+    for _ in range(FLAGS.timing_rounds):
+        for name, step in steppers.items():
+            for _ in range(FLAGS.timing_steps):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    dense = float(np.median(times["dense"]))
+    return {name: {"median_ms": 1e3 * float(np.median(t)), "mean_ms": 1e3 * float(np.mean(t)),
+                   "steps": len(t), "rel_dense": float(np.median(t)) / dense}
+            for name, t in times.items()}
+
+
+def timing_lines(timing):
+    if not timing:
+        return ["Not measured yet (`python -m benchmarks.accuracy --grids=timing`).", ""]
+    lines = ["| model | median step ms | mean step ms | steps | median vs dense |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {t['median_ms']:.1f} | {t['mean_ms']:.1f} | {t['steps']} | "
+              f"{t['rel_dense']:.2f}x |" for name, t in timing.items()]
+    return lines + [
+        "", f"`train_on_batch` on one batch of {FLAGS.batch_size} (28x28x1), models taking turns: "
+        f"{FLAGS.timing_rounds} rounds x {FLAGS.timing_steps} steps each after 3 warm-up steps, "
+        "in one process, so a load change on the shared VM hits every model alike. synflow is the "
+        "TF-MOT masked model (dense shapes plus the mask multiply); \"dense (TF-MOT, all-ones "
+        "masks)\" is the same machinery without pruning, the fair baseline for the masked "
+        "methods (it separates the framework's cost from the masks').", ""]
+
+
 def main(argv):
     del argv
     runs = grids()
@@ -183,6 +287,11 @@ def main(argv):
         _, _, failed = compare.run_grid(todo, FLAGS.out_dir, FLAGS.jobs)
         if failed:
             print(f"accuracy: failed runs: {', '.join(failed)}", file=sys.stderr)
+    timing_path = os.path.join(FLAGS.results_dir, "accuracy_step_time.json")
+    if "timing" in FLAGS.grids:
+        os.makedirs(FLAGS.results_dir, exist_ok=True)
+        with open(timing_path, "w") as f:
+            json.dump(measure_step_times(), f, indent=2)
     rows = compare.collect(runs, FLAGS.out_dir)
     write_accuracy(runs, rows)
     write_preconfig(runs, rows)
