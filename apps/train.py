@@ -34,9 +34,9 @@ from absl import logging
 import keras
 import numpy as np
 
-import tf_precrop
 import apps
 from apps import common
+import tf_precrop
 from tf_precrop import data
 from tf_precrop import sparsity
 
@@ -63,7 +63,6 @@ flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multi_work
                   "MultiWorkerMirroredStrategy (needs TF_CONFIG).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line "
                      "per epoch.", lower_bound=0, upper_bound=2)
-
 
 
 def check_flags():
