@@ -221,11 +221,9 @@ def _build(model, path, make_leaf, wrap_cls):
     prefix = f"{path}/" if path else ""
     if isinstance(model, keras.Sequential):
         shape = tuple(model.inputs[0].shape)
+        layers = [_twin_layer(layer, prefix + layer.name, make_leaf, wrap_cls) for layer in model.layers]
         inputs = tf_keras.Input(batch_shape=shape, dtype=model.inputs[0].dtype)
-        x = inputs
-        for layer in model.layers:
-            x = _twin_layer(layer, prefix + layer.name, make_leaf, wrap_cls)(x)
-        return tf_keras.Model(inputs, x, name=model.name)
+        return tf_keras.Sequential([inputs] + layers, name=model.name)
     config = model.get_config()
     operations = {op.name: op for op in model.operations}
     tensors = {}
