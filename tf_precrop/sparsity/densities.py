@@ -41,13 +41,6 @@ class Budget:
     dense_macs: int
     dense_weights: int
 
-    def ratios(self):
-        """Target ratios ``(macs ratio, weights ratio)`` (``None`` if unset)."""
-        return (
-            None if self.max_macs is None else self.max_macs / self.dense_macs,
-            None if self.max_weights is None else self.max_weights / self.dense_weights,
-        )
-
 
 def check_ratio(name, value):
     """Validates an optional budget ratio in (0, 1].
