@@ -133,6 +133,8 @@ def test_random_masks_granularity_structure(granularity):
         assert conv.reshape(27, 8)[0].sum() == 4
         assert np.all(tr.transpose(0, 1, 3, 2).reshape(-1, 4) == tr[0, 0, :, 0])  # filter axis of Conv2DTranspose
         assert tr[0, 0, :, 0].sum() == 2
+        dw = masks["dw/kernel"]  # (3, 3, 8, 1): a filter is one channel's 3x3 slice
+        assert np.all(dw.reshape(9, 8) == dw[0, 0, :, 0]) and dw[0, 0, :, 0].sum() == 4
     again = sparsity.random_masks(model, dens, granularity=granularity, seed=3)
     assert all(np.array_equal(masks[k], again[k]) for k in masks)
 

@@ -169,7 +169,7 @@ def _unit_axes(kernel, granularity):
         return tuple(range(ndim))
     if granularity == "kernel":  # One k x k (x k) slice per (in, out) pair.
         return tuple(range(max(ndim - 2, 0), ndim))
-    return (ndim + kernel.out_axis,)
+    return kernel.channel_axes
 
 
 def random_masks(model, densities, *, granularity="weight", seed=0):
@@ -179,7 +179,8 @@ def random_masks(model, densities, *, granularity="weight", seed=0):
     without replacement, where a unit is a single weight (``"weight"``), a
     ``k x k`` kernel slice of one (input, output) channel pair (``"kernel"``;
     a single weight for ``Dense``) or a whole output filter (``"filter"``,
-    drawn independently per layer).
+    drawn independently per layer; for a depthwise kernel one output channel,
+    i.e. one ``k x k`` slice).
 
     Args:
         model: A built Keras 3 model.

@@ -69,8 +69,19 @@ class PrunableKernel:
 
     @property
     def out_axis(self):
-        """Axis of the kernel that indexes output channels (filters)."""
+        """Axis of the kernel that indexes output filters (last but one if transposed)."""
         return -2 if isinstance(self.layer, _TRANSPOSE) else -1
+
+    @property
+    def channel_axes(self):
+        """Kernel axes whose index is one output channel of the kernel.
+
+        ``(in channels, multiplier)`` for a depthwise kernel (its output channel
+        ``c * multiplier + j``), otherwise the filter axis.
+        """
+        depthwise = self.attr == "depthwise_kernel" or isinstance(self.layer, _DEPTHWISE)
+        ndim = len(self.shape)
+        return (ndim - 2, ndim - 1) if depthwise else (ndim + self.out_axis,)
 
 
 def kernel_attrs(layer):
@@ -160,8 +171,8 @@ def prunable_kernels(model):
     """Lists the prunable kernels of a model with their dense costs.
 
     MACs come from the core counter ``tf_precrop.count`` (its
-    ``LayerCost.kernels``) when it is available, otherwise from the same
-    convention computed here from the layers' input/output shapes: convolution,
+    ``LayerCost.kernels``) when it can count the model, otherwise from the
+    same convention computed here from the layers' input/output shapes: convolution,
     depthwise and separable kernels at output positions, transposed
     convolutions at input positions, ``Dense`` at every leading position of an
     N-D input.
@@ -190,7 +201,10 @@ def prunable_kernels(model):
     counter = _core_counter()
     core = None
     if counter is not None:
-        core = {lc.name: lc for lc in counter(model).layers}
+        try:
+            core = {lc.name: lc for lc in counter(model).layers}
+        except (TypeError, ValueError):  # A layer the core does not know: same convention here.
+            core = None
     kernels = []
     for path, layer in iter_layers(model):
         for attr in kernel_attrs(layer):

@@ -48,18 +48,14 @@ def _channel_masks(lin, densities, rng):
     kernel_masks, bias_masks = [], []
     for k, bias in zip(lin.kernels, lin.biases):
         c = float(densities.get(k.key, 1.0))
-        if k.attr == "kernel" and len(k.shape) > 2 and k.layer.__class__.__name__.startswith("Depthwise"):
-            unit_shape = k.shape[-2:]  # (in channels, multiplier) = output channels
-        else:
-            unit_shape = (k.shape[k.out_axis],)
+        axes = k.channel_axes
+        unit_shape = tuple(k.shape[a] for a in axes)
         units = int(np.prod(unit_shape))
         unit = np.zeros(units)
         unit[rng.permutation(units)[: max(1, int(round(c * units)))]] = 1.0
         shape = [1] * len(k.shape)
-        if len(unit_shape) == 2:
-            shape[-2:] = unit_shape
-        else:
-            shape[k.out_axis] = units
+        for a, n in zip(axes, unit_shape):
+            shape[a] = n
         kernel_masks.append(np.broadcast_to(unit.reshape(shape), k.shape))
         bias_masks.append(None if bias is None else unit)
     return kernel_masks, bias_masks
