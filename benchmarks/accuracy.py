@@ -208,7 +208,7 @@ def timing_models():
     masks = None
     for budget in (float(f) for f in FLAGS.flops):
         arms[f"precrop f{budget:g}"] = tf_precrop.crop(dense, flops=budget, seed=0)
-        if str(budget) in FLAGS.round8_flops or f"{budget:g}" in FLAGS.round8_flops:
+        if f"{budget:g}" in FLAGS.round8_flops:
             arms[f"precrop r8 f{budget:g}"] = tf_precrop.crop(dense, flops=budget, round_to=8,
                                                               seed=0)
         arms[f"uniform_width f{budget:g}"] = tf_precrop.crop(dense, flops=budget, uniform=True,

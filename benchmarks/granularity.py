@@ -33,6 +33,9 @@ from benchmarks import accuracy
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("granularities", ["weight", "filter"], "Mask granularities to compare.")
+flags.DEFINE_bool("shared_runs", True, "Also run the dense/precrop/synflow_random runs it shares "
+                  "with benchmarks.accuracy (--noshared_runs while that script is running, so "
+                  "the two never train the same run at once).")
 FLAGS.set_default("flops", ["0.25"])
 
 ARMS = ("precrop", "weight", "filter", "synflow_random")
@@ -166,7 +169,8 @@ def main(argv):
     runs = shared_runs() + mask_runs()
     if FLAGS.grids:
         accuracy.prepare_data()
-        _, _, failed = compare.run_grid(sorted(runs, key=lambda r: r["seed"]), FLAGS.out_dir,
+        todo = [r for r in runs if FLAGS.shared_runs or r["method"] == "masks"]
+        _, _, failed = compare.run_grid(sorted(todo, key=lambda r: r["seed"]), FLAGS.out_dir,
                                         FLAGS.jobs)
         if failed:
             print(f"granularity: failed runs: {', '.join(failed)}", file=sys.stderr)
