@@ -93,3 +93,11 @@ def test_width_only_for_cifar_resnets():
         _run("--model=mobilenet_v2", "--width=8", "--flops=0.5")
     assert str(error.value) == ("--width applies to resnet20, resnet32, resnet56 only. "
                                 "Received: model='mobilenet_v2', width=8")
+
+
+def test_saved_model_path_with_a_params_budget(tmp_path, capsys):
+    path = str(tmp_path / "mine.keras")
+    tf_precrop.models.resnet20(input_shape=(28, 28, 1), width=8, name="mine").save(path)
+    _run(f"--model_path={path}", "--params=0.3")
+    assert re.search(r"^mine: MACs .* params [\d.]+K -> [\d.]+K \(0\.(2\d\d|300)x\)",
+                     capsys.readouterr().out, re.MULTILINE)
