@@ -133,3 +133,25 @@ def test_keras3_still_works_after_tfmot_in_same_process():
     """)
     lines = out.strip().split("\n")[-4:]
     assert lines == ["('keras', 'keras')", "tf_keras True", "('keras', 'keras')", "None False"]
+
+
+def test_nested_model_masks_survive_fit_and_strip():
+    inner_in = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", name="conv")(inner_in)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    backbone = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D(name="gap")(h), name="backbone")
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(backbone(inp)), name="outer")
+    masks = sparsity.uniform(model, density=0.5, seed=0)
+    assert sorted(masks) == ["backbone/conv/kernel", "backbone/dw/kernel", "head/kernel"]
+    pruned = sparsity.to_tfmot(model, masks)
+    pruned.compile("sgd", "mse")
+    x = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
+    pruned.fit(x, np.ones((4, 3)), batch_size=2, verbose=0, callbacks=sparsity.callbacks())
+    final = sparsity.strip(pruned)
+    inner = final.get_layer("backbone")
+    got = {"backbone/conv/kernel": inner.get_layer("conv").kernel.numpy(),
+           "backbone/dw/kernel": inner.get_layer("dw").depthwise_kernel.numpy(),
+           "head/kernel": final.get_layer("head").kernel.numpy()}
+    for key, m in masks.items():
+        assert np.array_equal(got[key] == 0, m == 0), key

@@ -281,7 +281,7 @@ def _op_lambda(op, args, kwargs, name):
 def _twin_layer(layer, path, make_leaf, wrap_cls):
     if isinstance(layer, keras.Model):
         return _build(layer, path, make_leaf, wrap_cls)
-    return make_leaf(layer, path, _leaf_twin(layer, path, wrap_cls))
+    return make_leaf(path, _leaf_twin(layer, path, wrap_cls))
 
 
 def _inner(layer):
@@ -355,7 +355,7 @@ def to_tf_keras(model, *, check=True, atol=1e-4):
         >>> twin = sparsity.to_tf_keras(keras.applications.MobileNetV2(weights=None))
     """
     _check_model(model)
-    twin = _build(model, "", lambda layer, path, leaf: leaf, wrap_cls=False)
+    twin = _build(model, "", lambda path, leaf: leaf, wrap_cls=False)
     _copy_weights(model, twin)
     if check:
         _check_outputs(model, twin, atol)
@@ -412,7 +412,7 @@ def to_tfmot(model, masks, *, check=True, atol=1e-4):
         raise ValueError(f"`masks` has keys that are not prunable kernels of the model: {unknown}")
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=_NEVER)
 
-    def make_leaf(layer, path, leaf):
+    def make_leaf(path, leaf):
         if path in by_path:
             return tfmot.sparsity.keras.prune_low_magnitude(leaf, pruning_schedule=schedule)
         return leaf
