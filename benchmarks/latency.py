@@ -38,6 +38,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 flags.DEFINE_enum("stage", "all", ["all", "build", "measure"], "What to run.")
 flags.DEFINE_list("models", list(MODELS), f"Subset of {list(MODELS)}.")
 flags.DEFINE_integer("synflow_iterations", 100, "SynFlow prune-rescore iterations.", lower_bound=1)
+flags.DEFINE_list("synflow_iterations_override", ["resnet50:20"],
+                  "Per-model SynFlow iterations, model:iterations (ResNet-50 at 224x224 has 13x the MACs of "
+                  "MobileNetV2, whose 100 iterations already take minutes per FLOPs ratio on 2 shared cores).")
 flags.DEFINE_integer("num_runs", 100, "Timed runs per file and thread count.", lower_bound=1)
 flags.DEFINE_integer("warmup_runs", 10, "Untimed runs per file.", lower_bound=0)
 flags.DEFINE_integer("rounds", 10, "Rounds the timed runs are spread over.", lower_bound=1)
@@ -62,8 +65,13 @@ def _load_manifest():
         return json.load(f)
 
 
-def _complete(entry):
-    return (entry.get("synflow_iterations") == FLAGS.synflow_iterations
+def _iterations(model_name):
+    overrides = dict(item.split(":", 1) for item in FLAGS.synflow_iterations_override)
+    return int(overrides.get(model_name, FLAGS.synflow_iterations))
+
+
+def _complete(model_name, entry):
+    return (entry.get("synflow_iterations") == _iterations(model_name)
             and len(entry["records"]) == 1 + (len(ARMS) - 1) * len(FLOPS)
             and all(os.path.isfile(r["path"]) for r in entry["records"]))
 
@@ -73,13 +81,13 @@ def build(models):
     manifest = _load_manifest()
     arms = study.parse_arms(ARMS)
     for name in models:
-        if name in manifest and _complete(manifest[name]):
+        if name in manifest and _complete(name, manifest[name]):
             _log(f"{name}: exports reused from {_manifest_path()}")
             continue
         start = time.perf_counter()
         records = study.build_exports(name, MODELS[name], FLOPS, arms, FLAGS.work_dir,
-                                      synflow_iterations=FLAGS.synflow_iterations, log=_log)
-        manifest[name] = {"synflow_iterations": FLAGS.synflow_iterations, "records": records,
+                                      synflow_iterations=_iterations(name), log=_log)
+        manifest[name] = {"synflow_iterations": _iterations(name), "records": records,
                           "build_s": time.perf_counter() - start}
         with open(_manifest_path(), "w") as f:
             json.dump(manifest, f, indent=1)
@@ -146,9 +154,13 @@ def measure_and_report(manifest, models):
         "weights (the sparse arm's nominal cost); every other arm executes exactly its MACs. Models have random "
         "weights (latency does not depend on them). Every export passed the float parity check "
         f"(max |tflite - keras| <= 1e-4; worst {max(r['max_abs_diff'] for r in rows):.1e}).",
-        f"**SynFlow**: {FLAGS.synflow_iterations} iterations; time to compute masks, apply them with TF-MOT, "
-        "strip and export, per FLOPs ratio: "
-        + "; ".join(f"{n}: " + ", ".join(f"{s:.0f} s" for s in v) for n, v in synflow_s.items()) + ".",
+        "**SynFlow** iterations and the time to compute the masks, apply them with TF-MOT, strip and export, "
+        "per FLOPs ratio (0.75, 0.5, 0.25): "
+        + "; ".join(f"{n}: {manifest[n]['synflow_iterations']} iterations, " + ", ".join(f"{s:.0f} s" for s in v)
+                    for n, v in synflow_s.items())
+        + ". 100 iterations is the paper's setting; ResNet-50 at 224x224 (13x MobileNetV2's MACs) uses fewer "
+        "(`--synflow_iterations_override`) to fit the time budget on this shared 2-core machine. The sparse "
+        "arm's latency does not depend on which weights are zero, only its file size and masks do.",
         f"**Load** (`uptime`) before measuring: `{uptime_before}`; after: `{uptime_after}`.",
         "32x32 models (ResNet-20) are dominated by per-operator overhead: reported, no goal.",
     ]
@@ -168,7 +180,7 @@ def main(argv):
     manifest = build(FLAGS.models) if FLAGS.stage in ("all", "build") else _load_manifest()
     if FLAGS.stage == "build":
         return
-    missing = [m for m in FLAGS.models if m not in manifest or not _complete(manifest[m])]
+    missing = [m for m in FLAGS.models if m not in manifest or not _complete(m, manifest[m])]
     if missing:
         raise app.UsageError(f"No complete exports for {missing}; run with --stage=build first.")
     measure_and_report(manifest, FLAGS.models)

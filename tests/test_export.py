@@ -141,6 +141,11 @@ def test_representative_data_of_wrong_shape_is_an_error(tiny, tmp_path):
     )
 
 
+def test_empty_representative_data_is_an_error(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"^`representative_data` is empty\.$"):
+        export.to_tflite(tiny, tmp_path / "x.tflite", quantization="int8", representative_data=[])
+
+
 def test_mismatch_raises_with_measured_diff(tiny, tmp_path, monkeypatch):
     real = tflite_lib._reference_outputs
     monkeypatch.setattr(tflite_lib, "_reference_outputs", lambda m, xs: [y + 1.0 for y in real(m, xs)])

@@ -104,7 +104,7 @@ def _input_shape(model):
     return shape
 
 
-def samples(data, input_shape, limit):
+def _samples(data, input_shape, limit):
     """Single samples (batch of 1, float32) drawn from ``data``.
 
     Args:
@@ -120,7 +120,7 @@ def samples(data, input_shape, limit):
         ValueError: If a batch does not match ``input_shape`` or ``data`` is empty.
 
     Example:
-        >>> len(samples(np.zeros((5, 8, 8, 3)), (8, 8, 3), limit=3))
+        >>> len(_samples(np.zeros((5, 8, 8, 3)), (8, 8, 3), limit=3))
         3
     """
     batches = [data] if isinstance(data, np.ndarray) else data
@@ -176,44 +176,30 @@ def _reference_outputs(model, inputs):
 
 
 def run_tflite(path, inputs, num_threads=1):
-    """Outputs of a single-input, single-output .tflite model, one per input.
+    """Outputs of a single-input, single-output .tflite model with a float interface.
 
     Args:
-        path: The .tflite file.
+        path: The .tflite file (every `to_tflite` export has float32 input
+            and output, also when quantized).
         inputs: Float32 arrays shaped like the model input (batch of 1).
         num_threads: Interpreter threads.
 
     Returns:
-        A list of float32 arrays, the dequantized model outputs.
+        A list of float32 arrays, one output per input.
 
     Example:
         >>> y = run_tflite("small.tflite", [np.zeros((1, 32, 32, 3), "float32")])
     """
     interp = litert.Interpreter(model_path=os.fspath(path), num_threads=num_threads)
     interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
+    inp = interp.get_input_details()[0]["index"]
+    out = interp.get_output_details()[0]["index"]
     results = []
     for x in inputs:
-        interp.set_tensor(inp["index"], _to_tensor(x, inp))
+        interp.set_tensor(inp, np.asarray(x, dtype="float32"))
         interp.invoke()
-        results.append(_from_tensor(interp.get_tensor(out["index"]), out))
+        results.append(np.array(interp.get_tensor(out), dtype="float32"))
     return results
-
-
-def _to_tensor(x, detail):
-    scale, zero = detail["quantization"]
-    if detail["dtype"] == np.float32:
-        return x.astype("float32")
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
-
-
-def _from_tensor(y, detail):
-    scale, zero = detail["quantization"]
-    if detail["dtype"] == np.float32:
-        return y.astype("float32")
-    return ((y.astype("float32") - zero) * scale).astype("float32")
 
 
 def to_tflite(model, path, quantization=None, representative_data=None, sparse=False, check=True,
@@ -274,7 +260,7 @@ def to_tflite(model, path, quantization=None, representative_data=None, sparse=F
     input_shape = _input_shape(model)
     calibration = None
     if representative_data is not None:
-        calibration = samples(representative_data, input_shape, limit=200)
+        calibration = _samples(representative_data, input_shape, limit=200)
 
     tflite_bytes = _convert(_converter(model, quantization, calibration, sparse))
     path = os.fspath(path)
