@@ -26,6 +26,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
 
 from tf_precrop.export import study
 
@@ -106,28 +107,46 @@ def _cpu():
 
 def _goal_note(rows):
     goal = study.goal_check(rows)
+    if goal["median"] is None:
+        return "**Goal**: not evaluated (no 224x224 model measured)."
     values = ", ".join(f"{v:.2f}" for v in goal["values"])
     verdict = "holds" if goal["holds"] else "does NOT hold"
     return (f"**Goal** (PreCrop round_to=8, 224x224 models, 1 thread): median latency ratio / MAC ratio "
             f"= {goal['median']:.2f} (points: {values}) vs limit {goal['limit']:.2f}: the goal {verdict}.")
 
 
+def _median(rows, method, key):
+    return float(np.median([r[key] for r in rows if r["method"] == method and r["num_threads"] == 1]))
+
+
 def _sparse_note(rows):
-    lines = []
-    for model_name in dict.fromkeys(r["model"] for r in rows):
-        for r in rows:
-            if r["model"] == model_name and r["method"] == "synflow" and r["num_threads"] == 1:
-                dense = next(d for d in rows if d["model"] == model_name and d["method"] == "dense"
-                             and d["num_threads"] == 1)
-                lines.append(f"{model_name} @ {r['target_flops']:g}: file {r['size_bytes'] / dense['size_bytes']:.2f}x"
-                             f" dense, latency {r['latency_ratio']:.2f}x dense")
-    return ("**SynFlow-sparse on this x86 CPU**: " + "; ".join(lines) + ". The sparse weights make the file "
-            "smaller (EXPERIMENTAL_SPARSITY stores pruned kernels in a compressed format), but latency stays at "
-            "the dense level: the runtime densifies the weights when the model is loaded, and XNNPack's sparse "
-            "inference path (sparse 1x1 convolutions in NCHW layout) is, by XNNPack's design, not used on x86 "
-            "with AVX, only on ARM/WebAssembly, and there only for 1x1 convolutions with >= 2/3 zeros. "
-            "Unstructured sparsity therefore buys no speed here; the channels PreCrop removes are simply not "
-            "computed.")
+    points = "; ".join(
+        f"{r['model']} @ {r['target_flops']:g}: file {r['size_bytes'] / d['size_bytes']:.2f}x, "
+        f"latency {r['latency_ratio']:.2f}x"
+        for r in rows if r["method"] == "synflow" and r["num_threads"] == 1
+        for d in rows if d["model"] == r["model"] and d["method"] == "dense" and d["num_threads"] == 1
+    )
+    return (
+        "**SynFlow-sparse on this x86 CPU** (vs dense, 1 thread): " + points + ". Median latency ratio "
+        f"{_median(rows, 'synflow', 'latency_ratio'):.2f} for a median MAC ratio of "
+        f"{_median(rows, 'synflow', 'macs_ratio'):.2f}, against {_median(rows, 'precrop r8', 'latency_ratio'):.2f} "
+        f"for PreCrop r8 (median MAC ratio {_median(rows, 'precrop r8', 'macs_ratio'):.2f}). Why: "
+        "EXPERIMENTAL_SPARSITY stores the pruned kernels compressed, which is all the file-size gain; at load "
+        "time the runtime densifies them, and XNNPack's sparse-inference path (sparse 1x1 convolutions in NCHW "
+        "layout) is by design only used on ARM and WebAssembly, never on x86 with AVX, and even there only for "
+        "1x1 convolutions with >= 2/3 zeros. So every MAC of the dense model is still executed here; PreCrop's "
+        "removed channels are not."
+    )
+
+
+def _parity_caveat(rows):
+    exact = [m for m in dict.fromkeys(r["model"] for r in rows)
+             if all(r["max_abs_diff"] == 0.0 for r in rows if r["model"] == m)]
+    if not exact:
+        return ""
+    return (f" For {', '.join(exact)} the difference is exactly 0: with random weights and batch-norm "
+            "statistics at their initial values the softmax output is the same for every input, so that check "
+            "says little; tests/test_export.py checks a cropped MobileNetV2 with non-trivial statistics.")
 
 
 def measure_and_report(manifest, models):
@@ -153,7 +172,7 @@ def measure_and_report(manifest, models):
         "latency/dense = p50 / dense p50 at the same thread count. MACs and params of SynFlow count non-zero "
         "weights (the sparse arm's nominal cost); every other arm executes exactly its MACs. Models have random "
         "weights (latency does not depend on them). Every export passed the float parity check "
-        f"(max |tflite - keras| <= 1e-4; worst {max(r['max_abs_diff'] for r in rows):.1e}).",
+        f"(max |tflite - keras| <= 1e-4; worst {max(r['max_abs_diff'] for r in rows):.1e}).{_parity_caveat(rows)}",
         "**SynFlow** iterations and the time to compute the masks, apply them with TF-MOT, strip and export, "
         "per FLOPs ratio (0.75, 0.5, 0.25): "
         + "; ".join(f"{n}: {manifest[n]['synflow_iterations']} iterations, " + ", ".join(f"{s:.0f} s" for s in v)
