@@ -48,7 +48,8 @@ def _parse(values, cast, name):
     try:
         return [cast(v) for v in values]
     except ValueError:
-        raise app.UsageError(f"--{name} must be a comma-separated list of numbers. Received: {','.join(values)}")
+        raise app.UsageError(
+            f"--{name} must be a comma-separated list of numbers. Received: {','.join(values)}") from None
 
 
 def main(argv):
@@ -65,12 +66,8 @@ def main(argv):
     try:
         arms = study.parse_arms(FLAGS.methods, round_to=FLAGS.round_to)
     except ValueError as err:
-        raise app.UsageError(str(err))
+        raise app.UsageError(str(err)) from None
     input_shape = _parse(FLAGS.input_shape, int, "input_shape") if FLAGS.input_shape else None
-    if input_shape is None:
-        from tf_precrop import models
-
-        input_shape = list(models.build(FLAGS.model).input_shape[1:])
     work_dir = FLAGS.work_dir or os.path.join(FLAGS.out_dir, "tflite")
 
     def log(message):
@@ -91,7 +88,8 @@ def main(argv):
         .format(*load_before, *load_after),
     ]
     paths = study.write_report(rows, FLAGS.out_dir, f"benchmark_{FLAGS.model}",
-                               title=f"Latency at equal FLOPs: {FLAGS.model} {'x'.join(map(str, input_shape))}",
+                               title=f"Latency at equal FLOPs: {FLAGS.model} "
+                                     f"{'x'.join(map(str, records[0]['input_shape']))}",
                                notes=notes)
     print(study.markdown_table(rows))
     log(f"wrote {', '.join(paths.values())}")

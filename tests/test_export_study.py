@@ -91,13 +91,14 @@ def _app(*args):
 
 def test_app_builds_exports_measures_and_reports(tmp_path):
     proc = _app("--model=resnet20", "--flops=0.5", "--methods=precrop", "--threads=1", "--round_to=8",
-                "--input_shape=32,32,3", "--num_runs=4", "--warmup_runs=1", "--rounds=2", f"--out_dir={tmp_path}")
+                "--num_runs=4", "--warmup_runs=1", "--rounds=2", f"--out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["benchmark_resnet20.csv", "benchmark_resnet20.json",
                                             "benchmark_resnet20.md", "benchmark_resnet20.png", "tflite"]
     assert sorted(os.listdir(tmp_path / "tflite")) == ["resnet20_dense_f1.tflite", "resnet20_precrop_r8_f0.5.tflite"]
     rows = json.loads((tmp_path / "benchmark_resnet20.json").read_text())
     assert [(r["method"], r["num_threads"], r["num_runs"]) for r in rows] == [("dense", 1, 4), ("precrop r8", 1, 4)]
+    assert rows[0]["input_shape"] == [32, 32, 3]  # the model's default
     assert rows[0]["latency_ratio"] == 1.0 and rows[0]["macs_ratio"] == 1.0
     assert rows[0]["macs"] == tf_precrop.count(tf_precrop.models.resnet20()).macs == 40_813_184
     assert 0.45 < rows[1]["macs_ratio"] <= 0.5 and rows[1]["latency_ratio"] > 0

@@ -133,7 +133,7 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
 
     Args:
         model_name: A name for ``tf_precrop.models.build``.
-        input_shape: ``(height, width, channels)``.
+        input_shape: ``(height, width, channels)``, or ``None`` for the model's default.
         flops_list: Target MACs ratios in (0, 1).
         arms: `Arm` list (``dense`` is exported once, at ratio 1).
         work_dir: Directory for the .tflite files (keep it out of git).
@@ -151,7 +151,8 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
         >>> records = build_exports("resnet20", (32, 32, 3), [0.5], parse_arms(["precrop"]), "work/")
     """
     os.makedirs(work_dir, exist_ok=True)
-    model = tf_precrop.models.build(model_name, input_shape=tuple(input_shape))
+    model = tf_precrop.models.build(model_name, input_shape=tuple(input_shape) if input_shape else None)
+    input_shape = list(model.input_shape[1:])
     dense_cost = _cost(model)
     records = []
     for arm in arms:
@@ -162,7 +163,7 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
             info = tflite_lib.to_tflite(small, os.path.join(work_dir, name), sparse=sparse)
             records.append({
                 "model": model_name,
-                "input_shape": list(input_shape),
+                "input_shape": input_shape,
                 "method": arm.label,
                 "round_to": arm.round_to,
                 "target_flops": flops,
