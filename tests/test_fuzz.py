@@ -28,12 +28,10 @@ def recipes(draw, max_blocks=3):
     size = INPUT_SHAPE[0]
     blocks = [("stem", width, draw(st.sampled_from([1, 2])))]
     size //= blocks[0][2]
-    concat = False  # the current tensor is a concatenation (possibly behind a depthwise conv or pooling)
     for _ in range(draw(st.integers(1, max_blocks))):
-        # tf_precrop pins (keeps dense) the groups of a concatenation that feeds a grouped conv, or that is
-        # joined with a plain conv output (SE gate, identity add): documented in docs/method.md. Pinned
-        # graphs cannot meet low budgets, so those combinations are not drawn.
-        kinds = ["conv", "dw", "sep", "res", "cat"] + ([] if concat else ["group", "se"])
+        # A concatenation may feed anything: a grouped conv keeps each part divisible, and an SE gate or
+        # identity add over it ties every part to one shared ratio (docs/method.md).
+        kinds = ["conv", "dw", "sep", "res", "cat", "group", "se"]
         if size >= 4:
             kinds.append("pool")
         kind = draw(st.sampled_from(kinds))
@@ -42,7 +40,7 @@ def recipes(draw, max_blocks=3):
         if kind == "conv":
             out, k = draw(WIDTHS), draw(st.sampled_from([1, 3]))
             blocks.append(("conv", out, k, stride, norm))
-            width, size, concat = out, -(-size // stride), False
+            width, size = out, -(-size // stride)
         elif kind == "group":
             # Width >= 8 x groups on both sides: every group keeps width steps <= 1/8 of its dense width,
             # so the allowed-width grid can come within 0.08 of any MAC target (16 -> groups=4 has steps
@@ -58,16 +56,16 @@ def recipes(draw, max_blocks=3):
         elif kind == "sep":
             out = draw(WIDTHS)
             blocks.append(("sep", out, stride, norm))
-            width, size, concat = out, -(-size // stride), False
+            width, size = out, -(-size // stride)
         elif kind == "res":
-            out = draw(st.sampled_from([w for w in (16, 24, 32) if not (concat and w == width)]))
+            out = draw(st.sampled_from([16, 24, 32]))
             blocks.append(("res", out, norm))
-            width, concat = out, False
+            width = out
         elif kind == "cat":
             a, b = draw(WIDTHS), draw(WIDTHS)
             second = draw(st.sampled_from(["conv3", "dw"]))
             blocks.append(("cat", a, b, second))
-            width, concat = a + (width if second == "dw" else b), True
+            width = a + (width if second == "dw" else b)
         elif kind == "se":
             blocks.append(("se", draw(st.sampled_from([4, 8]))))
         elif kind == "pool":

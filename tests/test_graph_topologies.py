@@ -188,3 +188,42 @@ def test_ignored_layer_keeps_its_widths():
     assert plan.widths["c2"] < 64
     graph = ModelGraph(model, ignored_layers=["double"])
     assert "ignored_layers" in graph.groups.pinned(graph.records["c1"].produced)
+
+
+def _concat_then(kind):
+    inputs = keras.Input((16, 16, 3))
+    stem = keras.layers.Conv2D(16, 1, name="stem")(inputs)
+    a = keras.layers.Conv2D(16, 1, name="a")(stem)
+    b = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(stem)
+    x = keras.layers.Concatenate(name="cat")([a, b])
+    if kind == "se":
+        g = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+        g = keras.layers.Conv2D(8, 1, name="reduce")(g)
+        g = keras.layers.Conv2D(32, 1, activation="sigmoid", name="expand")(g)
+        x = keras.layers.Multiply(name="gate")([x, g])
+    elif kind == "add":
+        x = keras.layers.Add(name="add")([x, keras.layers.Conv2D(32, 1, name="other")(stem)])
+    else:
+        x = keras.layers.Conv2D(16, 3, groups=2, name="grouped")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+
+
+def test_gate_over_a_concat_ties_segments_to_one_ratio():
+    """A squeeze-excite gate over a concatenation: both concat parts and the gate keep one shared ratio,
+    so the product stays well formed while every width shrinks (no group is pinned)."""
+    plan, _ = _crop_checks(_concat_then("se"))
+    assert plan.macs_ratio >= 0.45
+    assert plan.widths["expand"] == plan.widths["a"] + plan.widths["stem"]  # dw follows the stem
+    assert plan.widths["a"] < 16
+
+
+def test_add_of_a_concat_and_a_conv():
+    plan, _ = _crop_checks(_concat_then("add"))
+    assert plan.widths["other"] == plan.widths["a"] + plan.widths["stem"] < 32
+
+
+def test_grouped_conv_over_a_concat_keeps_each_part_divisible():
+    plan, small = _crop_checks(_concat_then("grouped"))
+    assert plan.widths["a"] % 2 == 0 and plan.widths["stem"] % 2 == 0
+    assert small.get_layer("grouped").groups == 2

@@ -203,18 +203,29 @@ class ModelGraph:
         return record.produced
 
     def tie_layouts(self, a: Layout, b: Layout, path: str) -> None:
+        """Requires two layouts to keep equal widths.
+
+        Aligned layouts (same segments, same dense widths) tie segment by segment. Otherwise (an Add or a
+        squeeze-excite gate over a concatenation, say) every segment on both sides is tied to one shared
+        ratio, which keeps the sums equal for any width.
+        """
         dense = self.groups.dense_width
+        reason = f"contradictory width ties at '{path}'"
         aligned = len(a) == len(b) and all(
             sa.mult * dense(sa.group) == sb.mult * dense(sb.group) for sa, sb in zip(a, b)
         )
-        if not aligned:
-            reason = f"'{path}' joins tensors whose channels are laid out differently"
+        if aligned:
+            for sa, sb in zip(a, b):
+                self.groups.tie(sa.group, sb.group, Fraction(sb.mult) / Fraction(sa.mult), reason=reason)
+            return
+        if layout_lib.width(a, dense) != layout_lib.width(b, dense):
+            reason = f"'{path}' joins tensors of different widths"
             self.pin_layout(a, reason)
             self.pin_layout(b, reason)
             return
-        for sa, sb in zip(a, b):
-            self.groups.tie(sa.group, sb.group, Fraction(sb.mult) / Fraction(sa.mult),
-                            reason=f"contradictory width ties at '{path}'")
+        ref = a[0].group
+        for seg in (*a, *b):
+            self.groups.tie(seg.group, ref, Fraction(dense(seg.group), dense(ref)), reason=reason)
 
     def pin_layout(self, lay: Layout, reason: str) -> None:
         for seg in lay:
@@ -224,10 +235,13 @@ class ModelGraph:
         return layout_lib.single(self.groups.new(width, f"{call.path}:{index}", pin=f"output of '{call.path}'"))
 
     def require_multiple(self, lay: Layout, multiple: int, path: str) -> None:
-        if len(lay) == 1:
-            self.groups.require_multiple(lay[0].group, multiple, scale=lay[0].mult)
-        else:
+        """Keeps a layout's width divisible by ``multiple`` (grouped convs): each segment stays a multiple."""
+        dense = self.groups.dense_width
+        if any((seg.mult * dense(seg.group)) % multiple for seg in lay):
             self.pin_layout(lay, f"'{path}' needs a width divisible by {multiple} over concatenated inputs")
+            return
+        for seg in lay:
+            self.groups.require_multiple(seg.group, multiple, scale=seg.mult)
 
 
 def _check_static_inputs(functional):
