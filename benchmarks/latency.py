@@ -31,6 +31,8 @@ import numpy as np
 from tf_precrop.export import study
 
 MODELS = {"resnet20": (32, 32, 3), "mobilenet_v2": (224, 224, 3), "resnet50": (224, 224, 3)}
+# Timed runs per file: about the same wall time per model (ResNet-50 runs ~100 ms, ResNet-20 ~0.5 ms).
+RUNS = {"resnet20": 1000, "mobilenet_v2": 500, "resnet50": 100}
 FLOPS = (0.75, 0.5, 0.25)
 ARMS = ("dense", "precrop:1", "precrop:8", "uniform:8", "synflow")
 THREADS = (1, 2)
@@ -42,9 +44,10 @@ flags.DEFINE_integer("synflow_iterations", 100, "SynFlow prune-rescore iteration
 flags.DEFINE_list("synflow_iterations_override", ["resnet50:20"],
                   "Per-model SynFlow iterations, model:iterations (ResNet-50 at 224x224 has 13x the MACs of "
                   "MobileNetV2, whose 100 iterations already take minutes per FLOPs ratio on 2 shared cores).")
-flags.DEFINE_integer("num_runs", 100, "Timed runs per file and thread count.", lower_bound=1)
+flags.DEFINE_integer("num_runs", None, "Timed runs per file and thread count (default: per model, "
+                     f"{RUNS}).", lower_bound=1)
 flags.DEFINE_integer("warmup_runs", 10, "Untimed runs per file.", lower_bound=0)
-flags.DEFINE_integer("rounds", 10, "Rounds the timed runs are spread over.", lower_bound=1)
+flags.DEFINE_integer("rounds", 20, "Rounds the timed runs are spread over.", lower_bound=1)
 flags.DEFINE_string("work_dir", os.path.join(ROOT, "work", "latency"), "Where .tflite files go (git-ignored).")
 flags.DEFINE_string("out_dir", os.path.join(ROOT, "results"), "Where latency.{md,csv,json,png} go.")
 
@@ -139,6 +142,31 @@ def _sparse_note(rows):
     )
 
 
+def _params_note(rows):
+    def point(model_name, method, flops):
+        return next(r for r in rows if r["model"] == model_name and r["method"] == method
+                    and r["target_flops"] == flops and r["num_threads"] == 1)
+
+    parts = []
+    for model_name in dict.fromkeys(r["model"] for r in rows if r["input_shape"][0] >= 224):
+        for flops in FLOPS:
+            p, u = point(model_name, "precrop r8", flops), point(model_name, "uniform r8", flops)
+            parts.append(f"{model_name} @ {flops:g}: params {p['params_ratio']:.2f} vs {u['params_ratio']:.2f}, "
+                         f"latency/MACs {p['latency_over_macs']:.2f} vs {u['latency_over_macs']:.2f}")
+    if not parts:
+        return "**PreCrop vs uniform width**: no 224x224 model measured."
+    return ("**PreCrop r8 vs uniform r8 at the same MACs** (224x224, 1 thread; params/dense and latency ratio "
+            "per MAC ratio): " + "; ".join(parts) + ". Where PreCrop keeps more parameters than uniform scaling at "
+            "the same MACs, it keeps relatively more of the layers with many weights per MAC (the late, "
+            "low-resolution ones). At batch 1 such layers are bound by reading their weights more than by "
+            "arithmetic, so latency falls more slowly than MACs. (An interpretation of these aggregate numbers, "
+            "not a per-layer profile.)")
+
+
+def _runs(model_name):
+    return FLAGS.num_runs or RUNS[model_name]
+
+
 def _parity_caveat(rows):
     exact = [m for m in dict.fromkeys(r["model"] for r in rows)
              if all(r["max_abs_diff"] == 0.0 for r in rows if r["model"] == m)]
@@ -151,10 +179,11 @@ def _parity_caveat(rows):
 
 def measure_and_report(manifest, models):
     """Times every export of ``models`` and writes the results."""
-    records = [r for name in models for r in manifest[name]["records"]]
     uptime_before = _uptime()
-    rows = study.measure(records, THREADS, warmup_runs=FLAGS.warmup_runs, num_runs=FLAGS.num_runs,
-                         rounds=FLAGS.rounds, log=_log)
+    rows = []
+    for name in models:
+        rows += study.measure(manifest[name]["records"], THREADS, warmup_runs=FLAGS.warmup_runs,
+                              num_runs=_runs(name), rounds=FLAGS.rounds, log=_log)
     uptime_after = _uptime()
     import ai_edge_litert
     import tensorflow as tf
@@ -163,11 +192,14 @@ def measure_and_report(manifest, models):
                  for name in models}
     notes = [
         _goal_note(rows),
+        _params_note(rows),
         _sparse_note(rows),
-        "**Setup.** Command: `python -m benchmarks.latency` (exports built once, then all models measured in "
-        f"one run). CPU: {_cpu()}, shared with other jobs. TensorFlow {tf.__version__}, ai-edge-litert "
+        f"**Setup.** Command: `{' '.join(['python -m benchmarks.latency', *sys.argv[1:]])}` (exports built "
+        "once and reused, then all models measured in one run)."
+        f" CPU: {_cpu()}, shared with other jobs. TensorFlow {tf.__version__}, ai-edge-litert "
         f"{getattr(ai_edge_litert, '__version__', 'unknown')}. Latency: LiteRT interpreter (default XNNPack "
-        f"delegate), batch 1, p50 of {FLAGS.num_runs} timed runs after {FLAGS.warmup_runs} warm-up runs; the "
+        "delegate), batch 1, p50 of " + ", ".join(f"{_runs(n)} ({n})" for n in models)
+        + f" timed runs after {FLAGS.warmup_runs} warm-up runs; the "
         f"files of a model alternate in {FLAGS.rounds} rounds so background load hits them alike; "
         "latency/dense = p50 / dense p50 at the same thread count. MACs and params of SynFlow count non-zero "
         "weights (the sparse arm's nominal cost); every other arm executes exactly its MACs. Models have random "
