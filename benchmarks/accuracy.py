@@ -112,7 +112,8 @@ def comparison_table(rows, pairs):
     return lines
 
 
-def setup_lines(total, finished):
+def setup_lines(total, finished, command="python -m benchmarks.accuracy"):
+    """The setup section of a results page (data, model, recipe, methods, runs, command)."""
     return [
         "## Setup", "",
         f"- Data: real Fashion-MNIST through tfds (prepared offline from the Debian package "
@@ -131,7 +132,7 @@ def setup_lines(total, finished):
         "- Step time: mean wall time of a training batch (first batch excluded), measured in the "
         "same runs, on a 2-core VM shared with other jobs: relative numbers are indicative.",
         f"- Runs finished: {finished} of {total}.",
-        f"- Command: `python -m benchmarks.accuracy` (resumable; run dirs in {FLAGS.out_dir}).", ""]
+        f"- Command: `{command}` (resumable; run dirs in {FLAGS.out_dir}).", ""]
 
 
 def _timing():
