@@ -171,7 +171,10 @@ def write_outputs(results, out_dir, uptime, seconds):
 
     rows = [row for info in results for row in info["rows"]]
     with open(os.path.join(out_dir, "preconfig.json"), "w") as f:
-        json.dump({"results": results, "uptime": uptime, "run_seconds": seconds}, f, indent=1, sort_keys=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+        json.dump({"results": results, "uptime": uptime, "run_seconds": seconds, "git_commit": commit},
+                  f, indent=1, sort_keys=True)
         f.write("\n")
     with open(os.path.join(out_dir, "preconfig.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")

@@ -91,6 +91,8 @@ def machine_info():
         "nproc": os.cpu_count(), "cpu": cpu or platform.processor(), "memory": mem,
         "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "cvxpy": cvxpy.__version__, "uptime_start": _sh(["uptime"]),
+        "git_commit": _sh(["git", "rev-parse", "--short", "HEAD"]),
+        "tf_precrop_dirty": bool(_sh(["git", "status", "--porcelain", "tf_precrop"])),
     }
 
 
@@ -274,7 +276,9 @@ def write_summary(data, out_dir):
         f"{machine.get('python')}, TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}, "
         f"cvxpy {machine.get('cvxpy')}.",
         *[f"- Run of {'every model' if r['models'] == 'all' else ', '.join(r['models'])}"
-          f"{' (%.0f s)' % r['run_seconds'] if r.get('run_seconds') else ''}: `uptime` at start "
+          f"{' (%.0f s)' % r['run_seconds'] if r.get('run_seconds') else ''}"
+          f"{', library at commit ' + r['git_commit'] if r.get('git_commit') else ''}"
+          f"{' + local changes to tf_precrop/' if r.get('tf_precrop_dirty') else ''}: `uptime` at start "
           f"`{r.get('uptime_start')}`, at end `{r.get('uptime_end')}`"
           for r in machine.get("runs") or [machine]],
         "- The 2 cores are shared with 4 other agents running tests and training (column *load1*: 1-minute "
@@ -387,7 +391,8 @@ def main(argv):
     previous = _load(json_path) if FLAGS.models else None
     rows = [r for r in (previous or {}).get("rows", []) if r["model"] not in names]
     # One entry per run that produced rows of this table (a --models run re-measures some rows).
-    run = {"models": FLAGS.models or "all", "uptime_start": machine["uptime_start"]}
+    run = {"models": FLAGS.models or "all", "uptime_start": machine["uptime_start"],
+           "git_commit": machine["git_commit"], "tf_precrop_dirty": machine["tf_precrop_dirty"]}
     machine["runs"] = (previous or {}).get("machine", {}).get("runs", []) + [run]
 
     # Warm up cvxpy / the solver once, so that the first model's plan time is not the import time.
