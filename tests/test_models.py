@@ -245,3 +245,9 @@ def test_build_rejects_bad_arguments():
         models.build("resnet50", num_classes=0)
     with pytest.raises(ValueError, match=re.escape("Received: input_shape=(16, 16, 3)")):
         models.build("resnet50", input_shape=(16, 16, 3))  # Keras's own minimum size check
+
+
+def test_mobilenet_v3_default_input_is_fixed():
+    # keras.applications.MobileNetV3* default to (None, None, 3), which no MAC count can use.
+    model = models.build("mobilenet_v3_small")
+    assert model.input_shape == (None, 224, 224, 3)

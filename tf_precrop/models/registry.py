@@ -70,7 +70,7 @@ def build(name, input_shape=None, num_classes=None):
         name: A name from `names()`, in any case, with or without ``_``/``-``.
         input_shape: Input shape (height, width, channels). None uses the
             model's own default: the builder's (224x224x3 for most
-            applications, 299x299x3 for InceptionV3, InceptionResNetV2 and
+            applications, MobileNetV3 included, whose builder alone leaves it unset; 299x299x3 for InceptionV3, InceptionResNetV2 and
             Xception, 331x331x3 for NASNetLarge) or 32x32x3 for bundled models.
         num_classes: Number of output classes. None uses 1000 for applications
             and 10 for bundled models.
@@ -102,8 +102,15 @@ def build(name, input_shape=None, num_classes=None):
     if canonical in _BUNDLED:
         kwargs = _given(input_shape=input_shape, num_classes=num_classes)
         return _BUNDLED[canonical](**kwargs)
+    if input_shape is None and canonical in _FLEXIBLE_BY_DEFAULT:
+        # These builders default to (None, None, 3); MACs need a fixed size, so use their documented 224.
+        input_shape = (224, 224, 3)
     kwargs = _given(input_shape=input_shape, classes=num_classes)
     return _APPLICATIONS[canonical](weights=None, **kwargs)
+
+
+#: keras.applications builders whose default input has no spatial size.
+_FLEXIBLE_BY_DEFAULT = frozenset({"mobilenetv3small", "mobilenetv3large"})
 
 
 def _given(**kwargs):
