@@ -12,8 +12,9 @@ ordered seed by seed, so an interrupted grid leaves whole seeds):
               claim; at width 8, flops=0.25 is infeasible with round_to=8)
     preconfig preconfig at flops=1.0 (max_ratio --max_ratio) vs dense
 
-Writes benchmarks/results/accuracy.{csv,md,png} (+ accuracy_step_time.png) and
-benchmarks/results/preconfig_accuracy.{csv,md}.
+Writes benchmarks/results/accuracy.{csv,md,png}, accuracy_step_time.{json,png} (the
+interleaved step-time measurement, grid "timing") and
+benchmarks/results/preconfig_accuracy.{csv,md,png}.
 
 Usage (from the repository root):
     python -m benchmarks.accuracy                      # the committed configuration
@@ -174,12 +175,34 @@ def write_accuracy(runs, rows):
     if summary:
         compare.plot(summary, os.path.join(FLAGS.results_dir, "accuracy.png"), "test_accuracy",
                      "test accuracy (%)", 100)
-        compare.plot(summary, os.path.join(FLAGS.results_dir, "accuracy_step_time.png"),
-                     "step_time_mean_s", "training step time (ms)", 1e3)
+    timing = _timing()
+    if timing:
+        plot_timing(timing, os.path.join(FLAGS.results_dir, "accuracy_step_time.png"))
+
+
+def plot_timing(timing, path):
+    """Bar chart of the interleaved median step times relative to dense."""
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    names = list(timing)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.barh(names, [timing[n]["rel_dense"] for n in names],
+            color=["C2" if n.startswith(("precrop", "uniform")) else "C3" if "TF-MOT" in n or
+                   n.startswith("synflow") else "0.5" for n in names])
+    ax.axvline(1.0, color="0.3", linestyle="--")
+    ax.invert_yaxis()
+    ax.set_xlabel("median training step time / dense (interleaved, batch "
+                  f"{FLAGS.batch_size})")
+    ax.set_title("Step time: resized models (green) vs masked (red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def write_preconfig(runs, rows):
-    names = {r["name"] for r in runs if r["grid"] == "preconfig"}
+    names = {r["name"] for r in runs if r["grid"] == "preconfig" or r["method"] == "dense"}
     pc_rows = [r for r in rows if r["run"] in names]
     summary = compare.summarize(pc_rows)
     compare.write_csv(os.path.join(FLAGS.results_dir, "preconfig_accuracy.csv"), summary)
@@ -194,6 +217,9 @@ def write_preconfig(runs, rows):
                                      ("dense", None, 1), 1.0)]), ""])
     with open(os.path.join(FLAGS.results_dir, "preconfig_accuracy.md"), "w") as f:
         f.write(text)
+    if summary:
+        compare.plot(summary, os.path.join(FLAGS.results_dir, "preconfig_accuracy.png"),
+                     "test_accuracy", "test accuracy (%)", 100)
 
 
 def timing_models():
