@@ -236,37 +236,3 @@ def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-def plot_widths(plan, path, label):
-    """Plots per-layer output widths, dense vs the plan's, to a PNG.
-
-    Args:
-        plan: a `tf_precrop.CropPlan`.
-        path: output PNG path.
-        label: legend label of the plan's widths (e.g. "PreCrop flops=0.5").
-
-    Example:
-        >>> plot_widths(tf_precrop.plan(model, flops=0.5), "widths.png", "PreCrop flops=0.5")
-    """
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-    layers = [layer for layer in plan.layers if layer.dense_macs > 0]  # conv / depthwise / dense
-    x = range(len(layers))
-    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.12 * len(layers) + 2), 16), 3.6))
-    ax.step(x, [layer.dense_width for layer in layers], where="mid", color="0.5", label="dense")
-    ax.step(x, [layer.width for layer in layers], where="mid", color="C0", label=label)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel(f"layer with MACs (graph order, {len(layers)} layers)")
-    ax.set_ylabel("output channels / units")
-    ax.set_title(f"{plan.model_name}: per-layer widths (MACs {plan.macs_ratio:.3f}x, "
-                 f"params {plan.params_ratio:.3f}x)")
-    if len(layers) <= 40:
-        ax.set_xticks(list(x), [layer.name for layer in layers], rotation=90, fontsize=6)
-    ax.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -77,7 +77,7 @@ def main(argv):
         print(f"Wrote plan to {FLAGS.json}")
     if FLAGS.plot:
         label = "PreConfig" if FLAGS.mode == "preconfig" else "PreCrop"
-        common.plot_widths(plan, FLAGS.plot, f"{label} flops={flops}")
+        tf_precrop.report.plot_widths({f"{label} flops={flops}": plan}, FLAGS.plot)
         print(f"Wrote width plot to {FLAGS.plot}")
     if FLAGS.save:
         tf_precrop.crop(model, plan=plan, seed=FLAGS.seed).save(FLAGS.save)
