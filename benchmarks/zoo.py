@@ -328,10 +328,9 @@ def _crop_cpu_line(crops):
             + (f"under {TARGET_CROP_SECONDS:g} s for every model" if not over
                else f"{TARGET_CROP_SECONDS:g} s or more for " + ", ".join(over))
             + (f". Crop wall time / dense build wall time: median {statistics.median(ratios):.2f}, "
-               f"range {ratios[0]:.2f}..{ratios[-1]:.2f}: a crop costs about one Keras build of the model, so "
-               "the wall-time misses above are the shared machine (rows measured at load 5-10 on 2 cores), not "
-               "extra work in the crop; rebuilding layer by layer is mostly single-threaded Python, so on an idle "
-               "machine the wall time should be close to the CPU time." if ratios else "."))
+               f"range {ratios[0]:.2f}..{ratios[-1]:.2f}: a crop costs about one Keras build of the model; "
+               "rebuilding layer by layer is mostly single-threaded Python, so wall time tracks CPU time on an "
+               "idle machine and grows with the load (column load1)." if ratios else "."))
 
 
 def plot(rows, path, f_, p_):
