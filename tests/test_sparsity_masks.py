@@ -7,7 +7,6 @@ import pytest
 import tf_precrop
 from tf_precrop import sparsity
 from tf_precrop.sparsity import masks as masks_lib
-from tf_precrop.sparsity import prunable
 
 
 def tiny_model():
@@ -45,15 +44,18 @@ def test_prunable_kernels_keys_and_costs():
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnetb0", "resnet50"])
-def test_own_costs_agree_with_core_counter(name):
+def test_kernel_macs_add_up_to_the_core_count(name):
+    # One counter for everyone: the prunable kernels carry exactly the MACs tf_precrop.count reports.
     model = tf_precrop.models.build(name, input_shape=(32, 32, 3))
-    own = prunable.own_costs(model)
-    core = {}
-    for lc in tf_precrop.count(model).layers:
-        for attr, kc in lc.kernels.items():
-            core[f"{lc.name}/{attr}"] = (kc.weights, kc.macs)
-    assert own == core
-    assert sum(m for _, m in own.values()) == tf_precrop.count(model).macs
+    assert sum(k.macs for k in sparsity.prunable_kernels(model)) == tf_precrop.count(model).macs
+
+
+def test_unknown_layer_gets_the_core_error():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(inp)
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0, name="twice")(x))
+    with pytest.raises(ValueError, match="Layer 'twice' of class Lambda is not supported"):
+        sparsity.prunable_kernels(model)
 
 
 def test_nested_model_paths():

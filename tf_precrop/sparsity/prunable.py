@@ -25,6 +25,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from tf_precrop import cost as cost_lib
+
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _TRANSPOSE = (
     keras.layers.Conv1DTranspose,
@@ -127,55 +129,13 @@ def iter_layers(model, prefix=""):
             yield path, layer
 
 
-def _spatial(shape, data_format):
-    shape = tuple(shape)
-    dims = shape[2:] if data_format == "channels_first" else shape[1:-1]
-    if any(d is None for d in dims):
-        raise ValueError(
-            "Prunable kernel costs need static spatial shapes. Received a layer "
-            f"tensor of shape {shape}; build the model with a fixed input_shape."
-        )
-    return int(np.prod(dims, dtype=np.int64))
-
-
-def _positions(layer, path):
-    """Positions each weight of ``layer.<attr>`` is applied at (batch 1)."""
-    try:
-        in_shape = tuple(layer.input.shape)
-        out_shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError) as err:
-        raise ValueError(
-            f"Cannot read the input/output shape of layer '{path}' "
-            f"({layer.__class__.__name__}); it must be called exactly once in a "
-            "built functional model."
-        ) from err
-    if isinstance(layer, keras.layers.Dense):
-        return _spatial(out_shape, "channels_last")
-    data_format = layer.data_format
-    if isinstance(layer, _TRANSPOSE):
-        return _spatial(in_shape, data_format)
-    # Conv, depthwise and both separable kernels run at output positions.
-    return _spatial(out_shape, data_format)
-
-
-def _core_counter():
-    """``tf_precrop.count`` if the core package provides it, else ``None``."""
-    try:
-        import tf_precrop  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return None
-    return getattr(tf_precrop, "count", None)
-
-
 def prunable_kernels(model):
     """Lists the prunable kernels of a model with their dense costs.
 
-    MACs come from the core counter ``tf_precrop.count`` (its
-    ``LayerCost.kernels``) when it can count the model, otherwise from the
-    same convention computed here from the layers' input/output shapes: convolution,
-    depthwise and separable kernels at output positions, transposed
-    convolutions at input positions, ``Dense`` at every leading position of an
-    N-D input.
+    MACs come from the project's one counter, ``tf_precrop.count`` (its
+    ``LayerCost.kernels``): convolution, depthwise and separable kernels at
+    output positions, transposed convolutions at input positions, ``Dense`` at
+    every leading position of an N-D input.
 
     Args:
         model: A built Keras 3 model (nested sub-models allowed).
@@ -185,8 +145,8 @@ def prunable_kernels(model):
 
     Raises:
         TypeError: If ``model`` is not a Keras 3 model.
-        ValueError: If the model has no prunable kernel or a layer's shape is
-            not static.
+        ValueError: If the model has no prunable kernel, or the core counter
+            refuses it (unknown layer, unknown input shape), with its message.
 
     Example:
         >>> ks = prunable_kernels(keras.applications.MobileNetV2(weights=None))
@@ -198,23 +158,13 @@ def prunable_kernels(model):
             "`model` must be a Keras 3 model (keras.Model). "
             f"Received: model={model!r} of type {type(model).__name__}"
         )
-    counter = _core_counter()
-    core = None
-    if counter is not None:
-        try:
-            core = {lc.name: lc for lc in counter(model).layers}
-        except (TypeError, ValueError):  # A layer the core does not know: same convention here.
-            core = None
+    core = {lc.name: lc for lc in cost_lib.count(model).layers}
     kernels = []
     for path, layer in iter_layers(model):
         for attr in kernel_attrs(layer):
             shape = tuple(int(d) for d in getattr(layer, attr).shape)
             weights = int(np.prod(shape, dtype=np.int64))
-            if core is not None and path in core and attr in core[path].kernels:
-                kc = core[path].kernels[attr]
-                macs = int(kc.macs)
-            else:
-                macs = weights * _positions(layer, path)
+            macs = int(core[path].kernels[attr].macs)
             kernels.append(
                 PrunableKernel(
                     key=f"{path}/{attr}",
@@ -232,27 +182,3 @@ def prunable_kernels(model):
             "DepthwiseConv or SeparableConv layer)."
         )
     return kernels
-
-
-def own_costs(model):
-    """Per-kernel ``(weights, macs)`` computed from layer shapes only.
-
-    The fallback convention of :func:`prunable_kernels`, independent of the
-    core counter; tests use it to check that both agree.
-
-    Args:
-        model: A built Keras 3 model.
-
-    Returns:
-        A dict ``{kernel key: (weights, macs)}``.
-
-    Example:
-        >>> own_costs(model)["conv1/kernel"]
-        (432, 442368)
-    """
-    out = {}
-    for path, layer in iter_layers(model):
-        for attr in kernel_attrs(layer):
-            weights = int(np.prod(getattr(layer, attr).shape, dtype=np.int64))
-            out[f"{path}/{attr}"] = (weights, weights * _positions(layer, path))
-    return out
