@@ -9,9 +9,10 @@ Continuous problem (METHOD.md §4), one variable ``c_g`` per free channel group:
 
 Both costs are posynomials of ``c``, so this is a geometric program. cvxpy solves it in its log-space convex
 form (``x = log c``: linear objective, log-sum-exp constraints), which is the same problem ``gp=True``
-builds but compiles an order of magnitude faster on DenseNet-sized graphs. Then integer widths: rounding to
-the nearest allowed width (multiples of ``round_to``), a greedy repair that shrinks until every budget holds,
-and a greedy fill that grows while the budgets allow, both choosing the best objective per unit of cost.
+builds but compiles an order of magnitude faster on DenseNet-sized graphs. Then integer widths (multiples
+of ``round_to``): floor to the allowed widths, a greedy repair that shrinks until every budget holds, a greedy
+fill that grows while the budgets allow (both by objective per unit of cost), and a local search that grows
+one group and repairs the others when that raises the objective.
 """
 
 from __future__ import annotations
