@@ -110,6 +110,3 @@ class GroupSet:
                 q = factor.denominator
                 step = step * q // math.gcd(step, q)
         return step
-
-    def members(self, root: int) -> list[int]:
-        return [g for g in range(len(self._groups)) if self.root(g) == root]
