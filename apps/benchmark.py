@@ -6,8 +6,13 @@ model alternately in rounds with LiteRT for each thread count, and writes a
 Markdown table, CSV, JSON and a PNG (latency ratio vs MAC ratio, one line per
 method) to --out_dir. The .tflite files go to --work_dir (keep it out of git).
 
-Methods: dense, precrop, uniform, synflow; precrop and uniform take an
-optional width multiple, e.g. precrop:1 (default: --round_to).
+Methods: dense, precrop, precrop_latency, uniform, synflow; precrop,
+precrop_latency and uniform take an optional width multiple, e.g. precrop:1
+(default: --round_to). precrop_latency crops to a *latency* budget (each
+--flops value is then the target predicted-latency ratio) with the latency
+model in --latency_model (JSON of tf_precrop.LatencyModel), or, without it, one
+calibrated here first (--calibration_samples narrowed variants, saved to
+<out_dir>/latency_model.json).
 
 Example:
 
@@ -40,6 +45,10 @@ flags.DEFINE_integer("warmup_runs", 10, "Untimed runs per file before timing.", 
 flags.DEFINE_integer("rounds", 10, "Rounds the timed runs are spread over (files alternate).", lower_bound=1)
 flags.DEFINE_integer("synflow_iterations", 100, "SynFlow prune-rescore iterations.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Initialisation seed.")
+flags.DEFINE_string("latency_model", None, "JSON file of a tf_precrop.LatencyModel for precrop_latency "
+                    "(default: calibrate one here at the first --threads value).")
+flags.DEFINE_integer("calibration_samples", 8, "Narrowed variants timed to calibrate the latency model.",
+                     lower_bound=4)
 
 FLAGS = flags.FLAGS
 
@@ -50,6 +59,29 @@ def _parse(values, cast, name):
     except ValueError:
         raise app.UsageError(
             f"--{name} must be a comma-separated list of numbers. Received: {','.join(values)}") from None
+
+
+def _latency_model(input_shape, num_threads, log):
+    """The --latency_model file, or a latency model calibrated here (saved beside the results)."""
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+    from tf_precrop import export  # pylint: disable=g-import-not-at-top
+
+    if FLAGS.latency_model:
+        try:
+            with open(FLAGS.latency_model) as f:
+                return tf_precrop.LatencyModel.from_json(f.read())
+        except (OSError, ValueError) as err:
+            raise app.UsageError(f"--latency_model: {err}. Received: --latency_model={FLAGS.latency_model}")
+    model = tf_precrop.models.build(FLAGS.model, input_shape=tuple(input_shape) if input_shape else None)
+    log(f"calibrating a latency model on {FLAGS.calibration_samples} narrowed variants ...")
+    cal = export.calibrate_latency(model, samples=FLAGS.calibration_samples, round_to=FLAGS.round_to,
+                                   num_threads=num_threads, warmup_runs=FLAGS.warmup_runs,
+                                   num_runs=FLAGS.num_runs, rounds=FLAGS.rounds, seed=FLAGS.seed, log=log)
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.out_dir, "latency_model.json"), "w") as f:
+        f.write(cal.latency_model.to_json())
+    log(f"{cal.latency_model} (worst calibration error {cal.max_relative_error:+.1%})")
+    return cal.latency_model
 
 
 def main(argv):
@@ -73,8 +105,12 @@ def main(argv):
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
+    latency_model = None
+    if any(arm.method == "precrop_latency" for arm in arms):
+        latency_model = _latency_model(input_shape, threads[0], log)
     records = study.build_exports(FLAGS.model, input_shape, flops, arms, work_dir, seed=FLAGS.seed,
-                                  synflow_iterations=FLAGS.synflow_iterations, log=log)
+                                  synflow_iterations=FLAGS.synflow_iterations, latency_model=latency_model,
+                                  log=log)
     load_before = os.getloadavg()
     rows = study.measure(records, threads, warmup_runs=FLAGS.warmup_runs, num_runs=FLAGS.num_runs,
                          rounds=FLAGS.rounds, log=log)

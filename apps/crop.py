@@ -9,6 +9,7 @@ Usage:
         --save=small.keras --plot=widths.png --json=plan.json
     python -m apps.crop --model=efficientnetb0 --mode=preconfig --flops=1.0 --params=0.8
     python -m apps.crop --model_path=my_model.keras --params=0.3
+    python -m apps.crop --model=mobilenet_v2 --latency=0.5 --latency_model=device.json --round_to=8
 
 Prints the plan table (per-layer widths, params and MACs before -> after) and a
 one-line summary: dense vs result MACs and params, the achieved ratios and the
@@ -37,6 +38,11 @@ flags.DEFINE_list("ignored_layers", [], "Layer paths whose output width must not
 flags.DEFINE_string("save", None, "Write the rebuilt model (fresh initialisation) to this .keras file.")
 flags.DEFINE_string("plot", None, "Write a PNG of per-layer widths, dense vs result.")
 flags.DEFINE_string("json", None, "Write the plan as JSON (tf_precrop.CropPlan.from_json reads it).")
+flags.DEFINE_float("latency", None, "--mode=crop: budget on predicted latency, a ratio of the dense "
+                   "model's (needs --latency_model).")
+flags.DEFINE_string("latency_model", None, "JSON of a tf_precrop.LatencyModel of the target device "
+                    "(tf_precrop.export.calibrate_latency(...).latency_model.to_json()); with it alone the "
+                    "plan also reports the predicted latency.")
 
 flags.register_validator(
     "input_shape",
@@ -46,8 +52,17 @@ flags.register_validator(
 
 def main(argv):
     del argv
-    if FLAGS.mode == "crop" and FLAGS.flops is None and FLAGS.params is None:
-        raise app.UsageError("--mode=crop needs a budget: pass --flops and/or --params.")
+    if FLAGS.mode == "crop" and FLAGS.flops is None and FLAGS.params is None and FLAGS.latency is None:
+        raise app.UsageError("--mode=crop needs a budget: pass --flops, --params and/or --latency.")
+    if FLAGS.mode == "preconfig" and FLAGS.latency is not None:
+        raise app.UsageError(f"--latency works with --mode=crop only. Received: --latency={FLAGS.latency:g}")
+    latency_model = None
+    if FLAGS.latency_model:
+        try:
+            with open(FLAGS.latency_model) as f:
+                latency_model = tf_precrop.LatencyModel.from_json(f.read())
+        except (OSError, ValueError) as err:
+            raise app.UsageError(f"--latency_model: {err}. Received: --latency_model={FLAGS.latency_model}")
     if FLAGS.mode == "crop" and (FLAGS.flops or 0) > 1:
         raise app.UsageError("--flops must be in (0, 1] with --mode=crop (it only shrinks); use "
                              f"--mode=preconfig to let layers grow. Received: --flops={FLAGS.flops:g}")
@@ -66,7 +81,7 @@ def main(argv):
     else:
         flops = FLAGS.flops
         plan = tf_precrop.plan(model, flops=flops, params=FLAGS.params, round_to=FLAGS.round_to,
-                               ignored_layers=ignored)
+                               ignored_layers=ignored, latency=FLAGS.latency, latency_model=latency_model)
     seconds = time.perf_counter() - start
     print(plan.summary())
     print(summary_line(model.name, plan, seconds))
@@ -77,7 +92,8 @@ def main(argv):
         print(f"Wrote plan to {FLAGS.json}")
     if FLAGS.plot:
         label = "PreConfig" if FLAGS.mode == "preconfig" else "PreCrop"
-        tf_precrop.report.plot_widths({f"{label} flops={flops}": plan}, FLAGS.plot)
+        budget = ", ".join(f"{k}={v:g}" for k, v in plan.budgets.items() if v is not None)
+        tf_precrop.report.plot_widths({f"{label} {budget}": plan}, FLAGS.plot)
         print(f"Wrote width plot to {FLAGS.plot}")
     if FLAGS.save:
         tf_precrop.crop(model, plan=plan, seed=FLAGS.seed).save(FLAGS.save)
@@ -96,8 +112,11 @@ def summary_line(name, plan, seconds):
         e.g. "resnet50: MACs 4.09G -> 2.04G (0.499x), params 25.6M -> 13.1M (0.511x),
         planned in 0.42 s (geometric program 0.12 s)".
     """
+    latency = ("" if plan.latency_ratio is None else
+               f"predicted latency {plan.dense_latency_ms:.3g} ms -> {plan.latency_ms:.3g} ms "
+               f"({plan.latency_ratio:.3f}x), ")
     return (f"{name}: MACs {_si(plan.dense_macs)} -> {_si(plan.macs)} ({plan.macs_ratio:.3f}x), "
-            f"params {_si(plan.dense_params)} -> {_si(plan.params)} ({plan.params_ratio:.3f}x), "
+            f"params {_si(plan.dense_params)} -> {_si(plan.params)} ({plan.params_ratio:.3f}x), {latency}"
             f"planned in {seconds:.2f} s (geometric program {plan.solve_seconds:.2f} s)")
 
 

@@ -68,7 +68,7 @@ def test_flops_above_one_points_to_preconfig():
 def test_crop_without_budget_is_a_usage_error():
     with pytest.raises(app.UsageError) as error:
         _run("--model=resnet20")
-    assert str(error.value) == "--mode=crop needs a budget: pass --flops and/or --params."
+    assert str(error.value) == "--mode=crop needs a budget: pass --flops, --params and/or --latency."
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -101,3 +101,26 @@ def test_saved_model_path_with_a_params_budget(tmp_path, capsys):
     _run(f"--model_path={path}", "--params=0.3")
     assert re.search(r"^mine: MACs .* params [\d.]+K -> [\d.]+K \(0\.(2\d\d|300)x\)",
                      capsys.readouterr().out, re.MULTILINE)
+
+
+def test_latency_budget_with_a_latency_model_file(tmp_path, capsys):
+    rates = tf_precrop.LatencyModel(0.01, 0.03, 0.2, 500.0, name="phone")
+    (tmp_path / "phone.json").write_text(rates.to_json())
+    path = str(tmp_path / "plan.json")
+    _run("--model=resnet20", "--latency=0.5", f"--latency_model={tmp_path / 'phone.json'}", f"--json={path}")
+    with open(path) as f:
+        plan = tf_precrop.CropPlan.from_json(f.read())
+    assert plan.budgets["latency"] == 0.5 and plan.latency_model == "phone"
+    assert 0.45 <= plan.latency_ratio <= 0.5
+    assert re.search(r"params [\d.]+K -> [\d.]+K \(0\.\d{3}x\), predicted latency [\d.]+ ms -> [\d.]+ ms "
+                     r"\(0\.\d{3}x\), planned in", capsys.readouterr().out)
+
+
+def test_latency_flag_errors(tmp_path):
+    with pytest.raises(ValueError, match=re.escape("Received: latency=0.5, latency_model=None")):
+        _run("--model=resnet20", "--latency=0.5")
+    with pytest.raises(app.UsageError, match=re.escape("Received: --latency_model=/nonexistent.json")):
+        _run("--model=resnet20", "--flops=0.5", "--latency_model=/nonexistent.json")
+    with pytest.raises(app.UsageError) as error:
+        _run("--model=resnet20", "--mode=preconfig", "--latency=0.5")
+    assert str(error.value) == "--latency works with --mode=crop only. Received: --latency=0.5"

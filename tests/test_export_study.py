@@ -23,8 +23,8 @@ def test_parse_arms_puts_dense_first_and_applies_round_to():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("magnitude", "Unknown method 'magnitude' in methods; choose from ('dense', 'precrop', 'uniform', "
-                      "'synflow'). Received: 'magnitude'"),
+        ("magnitude", "Unknown method 'magnitude' in methods; choose from ('dense', 'precrop', 'precrop_latency', "
+                      "'uniform', 'synflow'). Received: 'magnitude'"),
         ("synflow:8", "Method 'synflow' takes no round_to. Received: 'synflow:8'"),
         ("precrop:0", "round_to must be a positive integer. Received: 'precrop:0' (round_to='0')"),
         ("uniform:x", "round_to must be a positive integer. Received: 'uniform:x' (round_to='x')"),
@@ -110,3 +110,35 @@ def test_app_rejects_bad_flags(tmp_path):
     proc = _app("--flops=1.5", f"--out_dir={tmp_path}")
     assert proc.returncode == 1
     assert "--flops ratios must be in (0, 1). Received: [1.5]" in proc.stderr
+
+
+def test_precrop_latency_arm_needs_a_latency_model_and_meets_its_target():
+    model = tf_precrop.models.resnet20(width=8)
+    arm = study.parse_arms(["precrop_latency:1"])[1]
+    assert arm.label == "precrop_latency r1"
+    with pytest.raises(ValueError) as err:
+        study.build_arm(model, arm, 0.5)
+    assert str(err.value) == "Arm 'precrop_latency' needs a latency model. Received: latency_model=None"
+    rates = tf_precrop.LatencyModel(0.01, 0.01, 0.5, 100.0, name="t")
+    small, cost, sparse = study.build_arm(model, arm, 0.5, latency_model=rates)
+    assert cost["params"] == small.count_params() and not sparse
+    assert rates.predict_ms(small) <= 0.5 * rates.predict_ms(model) * (1 + 1e-9)
+    assert study.predicted_latency_ratio(model, arm, 0.5, rates) == pytest.approx(
+        rates.predict_ms(small) / rates.predict_ms(model), rel=1e-9)
+    assert study.predicted_latency_ratio(model, study.Arm("dense"), 1.0, rates) == 1.0
+    assert study.predicted_latency_ratio(model, study.Arm("synflow"), 0.5, rates) is None
+
+
+def test_app_precrop_latency_with_a_latency_model_file(tmp_path):
+    rates = tf_precrop.LatencyModel(0.005, 0.005, 0.9, 0.0, name="file")
+    (tmp_path / "lm.json").write_text(rates.to_json())
+    proc = _app("--model=resnet20", "--flops=0.6", "--methods=precrop_latency", "--threads=1", "--round_to=8",
+                "--num_runs=4", "--warmup_runs=1", "--rounds=2", f"--out_dir={tmp_path / 'out'}",
+                f"--latency_model={tmp_path / 'lm.json'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "benchmark_resnet20.json").read_text())
+    assert [r["method"] for r in rows] == ["dense", "precrop_latency r8"]
+    assert rows[0]["predicted_latency_ratio"] == 1.0 and rows[1]["predicted_latency_ratio"] <= 0.6 + 1e-9
+    assert "predicted latency/dense" in (tmp_path / "out" / "benchmark_resnet20.md").read_text()
+    proc = _app("--methods=precrop_latency", f"--out_dir={tmp_path}", "--latency_model=/nonexistent.json")
+    assert proc.returncode == 1 and "Received: --latency_model=/nonexistent.json" in proc.stderr

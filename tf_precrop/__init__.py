@@ -6,12 +6,14 @@ Public API::
     tf_precrop.plan(model, flops=0.5)           # CropPlan: widths before -> after, without building
     tf_precrop.crop(model, flops=0.5)           # a new, narrower, freshly initialised model
     tf_precrop.preconfig(model, flops=1.0)      # widths redistributed at equal cost
+    tf_precrop.crop(model, latency=0.5, latency_model=m)  # budget on a device's predicted latency
 """
 
-from tf_precrop import models
+from tf_precrop import latency_model, models
 from tf_precrop.api import DEFAULT_MAX_RATIO, crop, plan, preconfig, preconfig_plan
 from tf_precrop.cost import CostReport, KernelCost, LayerCost, count
 from tf_precrop.graph.registry import register_layer
+from tf_precrop.latency_model import LatencyModel
 from tf_precrop.plan import CropPlan
 from tf_precrop.solver import InfeasibleBudgetError
 
@@ -35,9 +37,11 @@ __all__ = [
     "CropPlan",
     "InfeasibleBudgetError",
     "KernelCost",
+    "LatencyModel",
     "LayerCost",
     "count",
     "crop",
+    "latency_model",
     "models",
     "plan",
     "preconfig",

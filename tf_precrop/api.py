@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+from tf_precrop import latency_model as latency_model_lib
 from tf_precrop import plan as plan_lib
 from tf_precrop import rebuild as rebuild_lib
 from tf_precrop import solver
@@ -36,6 +37,20 @@ def _check_round_to(round_to):
     return int(round_to)
 
 
+def _check_latency(latency, latency_model):
+    latency = check_ratio("latency", latency, upper=1.0)
+    if latency_model is not None and not isinstance(latency_model, latency_model_lib.LatencyModel):
+        raise TypeError("`latency_model` must be a tf_precrop.LatencyModel. Received: latency_model of type "
+                        f"{type(latency_model).__name__}")
+    if latency is not None and latency_model is None:
+        raise ValueError(
+            "A latency budget needs the latency model of the target device. Pass latency_model= (e.g. "
+            "tf_precrop.export.calibrate_latency(model) on that device, or tf_precrop.LatencyModel.from_json). "
+            f"Received: latency={latency:g}, latency_model=None"
+        )
+    return latency
+
+
 def _check_ignored(ignored_layers):
     if isinstance(ignored_layers, str):
         raise TypeError(
@@ -45,7 +60,7 @@ def _check_ignored(ignored_layers):
 
 
 def plan(model, *, flops=None, params=None, max_ratio: float = 1.0, round_to: int = 1, ignored_layers=(),
-         uniform: bool = False) -> CropPlan:
+         uniform: bool = False, latency=None, latency_model=None) -> CropPlan:
     """Solves for the per-layer widths of a cropped (or re-configured) model, without building it.
 
     The channel groups of ``model`` (widths tied by adds, concatenations, depthwise convs, squeeze-excite
@@ -64,41 +79,49 @@ def plan(model, *, flops=None, params=None, max_ratio: float = 1.0, round_to: in
             layer such as ``Lambda`` is accepted).
         uniform: one ratio shared by every croppable group (the uniform width-scaling baseline), solved to
             the same budgets.
+        latency: budget on the latency ``latency_model`` predicts, as a ratio in (0, 1] of the dense
+            model's (beyond the paper: MACs miss the memory traffic that dominates batch-1 CPU latency).
+        latency_model: a ``tf_precrop.LatencyModel`` of the target device; required with ``latency``, and
+            when given alone the plan still reports the predicted latency.
 
     Returns:
-        A ``CropPlan`` (groups, widths, dense and new MACs/params, achieved ratios, timings; ``summary()``,
-        ``to_json()``).
+        A ``CropPlan`` (groups, widths, dense and new MACs/params, predicted latency when a latency model
+        is given, achieved ratios, timings; ``summary()``, ``to_json()``).
 
     Raises:
         TypeError: if ``model`` is not a Keras model or a budget is not a number.
         ValueError: for subclassed models, unknown layers, unknown input dimensions, budgets outside
-            (0, max_ratio], or budgets no allowed widths can meet.
+            (0, max_ratio], budgets no allowed widths can meet, or ``latency`` without ``latency_model``.
 
     Example:
         >>> model = keras.applications.MobileNetV2(weights=None)
         >>> p = tf_precrop.plan(model, flops=0.5, round_to=8)
         >>> print(p.summary())
+        >>> fast = tf_precrop.plan(model, latency=0.5, latency_model=my_device, round_to=8)
     """
     if isinstance(max_ratio, bool) or not isinstance(max_ratio, numbers.Real) or not max_ratio >= 1:
         raise ValueError(f"`max_ratio` must be a number >= 1. Received: max_ratio={max_ratio!r}")
     hint = "" if max_ratio > 1 else ". To redistribute width at equal or higher cost, use tf_precrop.preconfig()."
     flops = check_ratio("flops", flops, upper=None if max_ratio > 1 else 1.0, hint=hint)
     params = check_ratio("params", params, upper=None if max_ratio > 1 else 1.0, hint=hint)
-    if flops is None and params is None:
-        raise ValueError("At least one budget is required. Received: flops=None, params=None")
+    latency = _check_latency(latency, latency_model)
+    if flops is None and params is None and latency is None:
+        raise ValueError("At least one budget is required. Received: flops=None, params=None, latency=None")
     round_to = _check_round_to(round_to)
     graph = ModelGraph(model, ignored_layers=_check_ignored(ignored_layers))
-    budgets = {k: v for k, v in ((registry.MACS, flops), (registry.PARAMS, params)) if v is not None}
-    solution = solver.solve(graph, budgets, round_to=round_to, max_ratio=float(max_ratio), uniform=uniform)
+    budgets = {k: v for k, v in ((registry.MACS, flops), (registry.PARAMS, params), (solver.LATENCY, latency))
+               if v is not None}
+    solution = solver.solve(graph, budgets, round_to=round_to, max_ratio=float(max_ratio), uniform=uniform,
+                            latency_model=latency_model)
     return plan_lib.make_plan(graph, solution, budgets=budgets, round_to=round_to, max_ratio=float(max_ratio),
-                              uniform=uniform)
+                              uniform=uniform, latency_model=latency_model)
 
 
 _plan = plan  # `crop` takes an argument named `plan`
 
 
 def crop(model, plan: CropPlan | None = None, *, flops=None, params=None, round_to: int = 1, ignored_layers=(),
-         uniform: bool = False, seed: int | None = None):
+         uniform: bool = False, seed: int | None = None, latency=None, latency_model=None):
     """Returns a new, narrower, freshly initialised Keras 3 model (PreCrop).
 
     Args:
@@ -112,6 +135,8 @@ def crop(model, plan: CropPlan | None = None, *, flops=None, params=None, round_
         uniform: one shared width ratio for every group (the uniform width-scaling baseline).
         seed: seed for the fresh initial weights (``keras.utils.set_random_seed``); None leaves the global
             random state as it is.
+        latency: budget on predicted latency, a ratio in (0, 1] (see ``plan``); needs ``latency_model``.
+        latency_model: a ``tf_precrop.LatencyModel`` of the target device.
 
     Returns:
         A new ``keras.Model`` with the same topology and layer names and new widths.
@@ -124,16 +149,18 @@ def crop(model, plan: CropPlan | None = None, *, flops=None, params=None, round_
     Example:
         >>> model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
         >>> small = tf_precrop.crop(model, flops=0.5, round_to=8)
+        >>> fast = tf_precrop.crop(model, latency=0.5, latency_model=my_device, round_to=8)
     """
     if plan is None:
         plan = _plan(model, flops=flops, params=params, round_to=round_to, ignored_layers=ignored_layers,
-                     uniform=uniform)
+                     uniform=uniform, latency=latency, latency_model=latency_model)
     else:
         if not isinstance(plan, CropPlan):
             raise TypeError(f"`plan` must be a tf_precrop.CropPlan. Received: plan of type {type(plan).__name__}")
-        if flops is not None or params is not None:
+        if flops is not None or params is not None or latency is not None:
             raise ValueError(
                 f"Pass either a plan or budgets, not both. Received: plan and flops={flops}, params={params}"
+                + ("" if latency is None else f", latency={latency}")
             )
         _check_plan_matches(model, plan, ignored_layers)
     return rebuild_lib.rebuild(model, plan.updates, seed=seed)

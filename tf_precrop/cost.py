@@ -109,6 +109,8 @@ def layer_costs(graph: ModelGraph, ratio_of_root=None) -> list:
     kernel_parts = defaultdict(lambda: [0.0, 0.0])
     sums = defaultdict(lambda: [0.0, 0.0])
     for term in graph.terms:
+        if term.kind not in (registry.MACS, registry.PARAMS):
+            continue
         value = term_value(graph, term, ratio_of_root)
         slot = 0 if term.kind == registry.MACS else 1
         sums[term.layer][slot] += value
@@ -175,16 +177,28 @@ def posynomial(graph: ModelGraph, kind: str, variables: dict) -> Posynomial:
 
     Args:
         graph: the model graph.
-        kind: ``"macs"`` or ``"params"``.
+        kind: ``"macs"`` or ``"params"`` (or ``"activations"``, ``"ops"``).
         variables: root group id -> variable index; roots not in it keep ratio 1.
+    """
+    return weighted_posynomial(graph, variables, lambda term: float(term.kind == kind))
+
+
+def weighted_posynomial(graph: ModelGraph, variables: dict, weigh) -> Posynomial:
+    """Expands ``sum_t weigh(t) * t`` over the graph's cost terms into monomials of the free root ratios.
+
+    Args:
+        graph: the model graph.
+        variables: root group id -> variable index; roots not in it keep ratio 1.
+        weigh: ``Term -> float``, the weight of each term (0 leaves it out), e.g. ns per MAC.
     """
     merged: dict = defaultdict(float)  # exponent key -> coefficient
     for term in graph.terms:
-        if term.kind != kind:
+        scale = weigh(term)
+        if not scale:
             continue
         expanded = [_layout_monomials(graph, f, variables) for f in term.factors]
         for combo in itertools.product(*expanded):
-            coef = float(term.dense)
+            coef = float(term.dense) * scale
             powers: dict = defaultdict(int)
             for weight, var in combo:
                 coef *= weight

@@ -9,6 +9,7 @@ import json
 import keras
 
 from tf_precrop import cost as cost_lib
+from tf_precrop import latency_model as latency_model_lib
 from tf_precrop.graph import layout as layout_lib
 from tf_precrop.graph import registry
 from tf_precrop.graph.walker import ModelGraph
@@ -52,13 +53,16 @@ class CropPlan:
 
     Attributes:
         model_name: name of the planned model.
-        budgets: the requested ratios, ``{"flops": ..., "params": ...}`` (None when not given).
+        budgets: the requested ratios, ``{"flops": ..., "params": ..., "latency": ...}`` (None when not
+            given).
         round_to, max_ratio, uniform: the settings the plan was made with.
         groups: ``GroupPlan`` per channel group.
         layers: ``LayerPlan`` per layer, in graph order.
         updates: layer path -> config fields the rebuild changes (e.g. ``{"filters": 24}``).
         dense_macs, dense_params, macs, params: totals before and after (MACs, FLOPs = 2 x MACs).
         solve_seconds, round_seconds: time in the geometric program and in the integer repair.
+        latency_model, dense_latency_ms, latency_ms: the latency model's name and its predicted latency
+            before and after, when the plan was made with one (else None).
     """
 
     model_name: str
@@ -75,6 +79,16 @@ class CropPlan:
     params: int
     solve_seconds: float
     round_seconds: float
+    latency_model: str | None = None  # name of the LatencyModel the plan was made or reported with
+    dense_latency_ms: float | None = None  # its predicted latencies (None without a latency model)
+    latency_ms: float | None = None
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """Predicted latency ratio to the dense model (None when planned without a latency model)."""
+        if self.latency_ms is None or not self.dense_latency_ms:
+            return None
+        return self.latency_ms / self.dense_latency_ms
 
     @property
     def macs_ratio(self) -> float:
@@ -154,13 +168,16 @@ class CropPlan:
                  f"MACs:   {self.dense_macs:,} -> {self.macs:,} (ratio {self.macs_ratio:.4f}; "
                  f"FLOPs = 2 x MACs = {2 * self.macs:,})",
                  f"Params: {self.dense_params:,} -> {self.params:,} (ratio {self.params_ratio:.4f})",
+                 *([] if self.latency_ratio is None else [
+                     f"Latency (predicted by {self.latency_model or 'the latency model'}): "
+                     f"{self.dense_latency_ms:.3f} ms -> {self.latency_ms:.3f} ms (ratio {self.latency_ratio:.4f})"]),
                  f"Groups: {len(self.groups)} ({free} free, {len(self.groups) - free} fixed); "
                  f"solve {self.solve_seconds:.3f} s, rounding {self.round_seconds:.3f} s"]
         return "\n".join(lines)
 
 
 def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_ratio: float,
-              uniform: bool) -> CropPlan:
+              uniform: bool, latency_model=None) -> CropPlan:
     """Turns solver widths into a CropPlan (costs from the one counter, config updates from the rules)."""
     groups = graph.groups
 
@@ -207,7 +224,8 @@ def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_
         ))
     return CropPlan(
         model_name=graph.model.name,
-        budgets={"flops": budgets.get(registry.MACS), "params": budgets.get(registry.PARAMS)},
+        budgets={"flops": budgets.get(registry.MACS), "params": budgets.get(registry.PARAMS),
+                 "latency": budgets.get(latency_model_lib.LATENCY)},
         round_to=round_to,
         max_ratio=max_ratio,
         uniform=uniform,
@@ -220,7 +238,18 @@ def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_
         params=sum(lc.params for lc in new_costs.values()),
         solve_seconds=solution.solve_seconds,
         round_seconds=solution.round_seconds,
+        **_predicted_latency(graph, latency_model, ratio_of_root),
     )
+
+
+def _predicted_latency(graph, latency_model, ratio_of_root) -> dict:
+    if latency_model is None:
+        return {}
+    return {
+        "latency_model": latency_model.name,
+        "dense_latency_ms": latency_model.predict_ms(latency_model_lib.graph_features(graph)),
+        "latency_ms": latency_model.predict_ms(latency_model_lib.graph_features(graph, ratio_of_root)),
+    }
 
 
 def _kernel_density(graph, ratio_of_root) -> dict:

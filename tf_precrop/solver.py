@@ -5,9 +5,10 @@ Continuous problem (METHOD.md §4), one variable ``c_g`` per free channel group:
     maximize  sum_l log p_l          p_l = c_in(l) * c_out(l)   (depthwise: c_in)
     s.t.      MACs(c)   <= flops  * MACs(1)
               params(c) <= params * params(1)
+              T(c)      <= latency * T(1)       (optional: T is a LatencyModel's predicted latency)
               min_g <= c_g <= max_ratio
 
-Both costs are posynomials of ``c``, so this is a geometric program. cvxpy solves it in its log-space convex
+All costs are posynomials of ``c``, so this is a geometric program. cvxpy solves it in its log-space convex
 form (``x = log c``: linear objective, log-sum-exp constraints), which is the same problem ``gp=True``
 builds but compiles an order of magnitude faster on DenseNet-sized graphs. Then integer widths (multiples
 of ``round_to``): floor to the allowed widths, a greedy repair that shrinks until every budget holds, a greedy
@@ -23,8 +24,15 @@ import time
 import numpy as np
 
 from tf_precrop import cost as cost_lib
+from tf_precrop import latency_model as latency_model_lib
 from tf_precrop.graph import registry
 from tf_precrop.graph.walker import ModelGraph
+
+
+LATENCY = latency_model_lib.LATENCY
+#: Budget kind -> (argument name, what it counts), for error messages.
+_BUDGET_NAMES = {registry.MACS: ("flops", "MACs"), registry.PARAMS: ("params", "params"),
+                 LATENCY: ("latency", "predicted latency")}
 
 
 class InfeasibleBudgetError(ValueError):
@@ -45,7 +53,7 @@ class Solution:
 class Problem:
     """The compiled program of a model graph: free roots, costs as posynomials, objective weights."""
 
-    def __init__(self, graph: ModelGraph, *, round_to: int = 1, max_ratio: float = 1.0):
+    def __init__(self, graph: ModelGraph, *, round_to: int = 1, max_ratio: float = 1.0, latency_model=None):
         self.graph = graph
         groups = graph.groups
         self.fixed_reasons: dict = {}
@@ -69,6 +77,8 @@ class Problem:
         self.max_ratio = float(max_ratio)
         self.costs = {kind: cost_lib.posynomial(graph, kind, self.variables)
                       for kind in (registry.MACS, registry.PARAMS)}
+        if latency_model is not None:
+            self.costs[LATENCY] = latency_model.posynomial(graph, self.variables)
         self.dense_cost = {kind: p.value(np.zeros(len(free))) for kind, p in self.costs.items()}
         self.objective = cost_lib.objective_weights(graph, self.variables)
         self.allowed = [_allowed_widths(int(d), int(s), self.max_ratio) for d, s in zip(self.dense, self.step)]
@@ -95,10 +105,10 @@ def check_feasible(problem: Problem, budgets: dict) -> None:
     for kind, budget in budgets.items():
         least = problem.ratio_at(kind, problem.min_log)
         if least > budget + 1e-12:
-            name = "flops" if kind == registry.MACS else "params"
+            name, noun = _BUDGET_NAMES[kind]
             raise InfeasibleBudgetError(
                 f"Infeasible budget: with every group at its minimum width the model keeps {least:.4f} of its "
-                f"dense {'MACs' if kind == registry.MACS else 'params'}. Received: {name}={budget:g}. Lower "
+                f"dense {noun}. Received: {name}={budget:g}. Lower "
                 "bound comes from fixed layers (inputs, outputs, ignored layers) and minimum widths "
                 "(1 or round_to)."
             )
@@ -245,20 +255,22 @@ class _Rounder:
 
 
 def solve(graph: ModelGraph, budgets: dict, *, round_to: int = 1, max_ratio: float = 1.0,
-          uniform: bool = False) -> Solution:
+          uniform: bool = False, latency_model=None) -> Solution:
     """Solves for integer widths of every channel group.
 
     Args:
         graph: the model graph.
-        budgets: ``{"macs": ratio, "params": ratio}`` (either or both).
+        budgets: ``{"macs": ratio, "params": ratio, "latency": ratio}`` (any of them; latency needs
+            ``latency_model``).
         round_to: widths of free groups become multiples of this (groups narrower than it stay dense).
         max_ratio: upper bound of every ratio (1 for PreCrop, > 1 lets groups grow: PreConfig).
         uniform: one ratio shared by every free group (the uniform width-scaling baseline) instead of the GP.
+        latency_model: a ``tf_precrop.LatencyModel`` for the ``"latency"`` budget.
 
     Returns:
         A ``Solution``.
     """
-    problem = Problem(graph, round_to=round_to, max_ratio=max_ratio)
+    problem = Problem(graph, round_to=round_to, max_ratio=max_ratio, latency_model=latency_model)
     check_feasible(problem, budgets)
     start = time.perf_counter()
     rounder = _Rounder(problem, budgets)

@@ -11,9 +11,11 @@ The engine behind ``python -m apps.benchmark`` and ``python -m benchmarks.latenc
    ratio against MAC ratio (one line per method).
 
 Arms are written ``method`` or ``method:round_to``: ``dense``, ``precrop:8``
-(``tf_precrop.crop(model, flops=f, round_to=8)``), ``uniform:8`` (one shared
-width ratio, ``uniform=True``) and ``synflow`` (SynFlow masks at the same
-effective MACs, applied with TF-MOT, stripped and exported with
+(``tf_precrop.crop(model, flops=f, round_to=8)``), ``precrop_latency:8``
+(``tf_precrop.crop(model, latency=f, latency_model=m, round_to=8)``: the
+target is a predicted-latency ratio, not a MACs ratio), ``uniform:8`` (one
+shared width ratio, ``uniform=True``) and ``synflow`` (SynFlow masks at the
+same effective MACs, applied with TF-MOT, stripped and exported with
 ``EXPERIMENTAL_SPARSITY``).
 """
 
@@ -29,7 +31,7 @@ import tf_precrop
 from tf_precrop.export import latency as latency_lib
 from tf_precrop.export import tflite as tflite_lib
 
-METHODS = ("dense", "precrop", "uniform", "synflow")
+METHODS = ("dense", "precrop", "precrop_latency", "uniform", "synflow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +96,17 @@ def _cost(model):
     return {"macs": report.macs, "params": report.params}
 
 
-def build_arm(model, arm, flops, *, seed=0, synflow_iterations=100):
+def build_arm(model, arm, flops, *, seed=0, synflow_iterations=100, latency_model=None):
     """The model of one arm at a FLOPs ratio, ready for `to_tflite`.
 
     Args:
         model: The dense Keras 3 model.
         arm: An `Arm`.
-        flops: Target MACs ratio (ignored for ``dense``).
+        flops: Target MACs ratio (ignored for ``dense``; the predicted-latency
+            ratio for ``precrop_latency``).
         seed: Initialisation seed of cropped models.
         synflow_iterations: SynFlow prune-rescore iterations.
+        latency_model: The ``tf_precrop.LatencyModel`` of ``precrop_latency``.
 
     Returns:
         ``(export_model, cost, sparse)``: a Keras 3 model (or a stripped
@@ -112,9 +116,18 @@ def build_arm(model, arm, flops, *, seed=0, synflow_iterations=100):
 
     Example:
         >>> small, cost, sparse = build_arm(model, Arm("precrop", 8), 0.5)
+
+    Raises:
+        ValueError: For ``precrop_latency`` without a ``latency_model``.
     """
     if arm.method == "dense":
         return model, _cost(model), False
+    if arm.method == "precrop_latency":
+        if latency_model is None:
+            raise ValueError("Arm 'precrop_latency' needs a latency model. Received: latency_model=None")
+        small = tf_precrop.crop(model, latency=flops, latency_model=latency_model, round_to=arm.round_to,
+                                seed=seed)
+        return small, _cost(small), False
     if arm.method in ("precrop", "uniform"):
         small = tf_precrop.crop(model, flops=flops, round_to=arm.round_to, uniform=arm.method == "uniform",
                                 seed=seed)
@@ -127,8 +140,33 @@ def build_arm(model, arm, flops, *, seed=0, synflow_iterations=100):
     return final, {"macs": cost["macs"], "params": cost["params"]}, True
 
 
+def predicted_latency_ratio(model, arm, flops, latency_model):
+    """The latency ratio ``latency_model`` predicts for an arm (None for ``synflow``: masks keep the shapes).
+
+    Args:
+        model: The dense Keras 3 model.
+        arm: An `Arm`.
+        flops: As in `build_arm`.
+        latency_model: A ``tf_precrop.LatencyModel``.
+
+    Returns:
+        Predicted latency / predicted dense latency, or None.
+
+    Example:
+        >>> predicted_latency_ratio(model, Arm("precrop", 8), 0.5, cal.latency_model)
+        0.63
+    """
+    if arm.method == "dense":
+        return 1.0
+    if arm.method == "synflow":
+        return None
+    budget = {"latency": flops} if arm.method == "precrop_latency" else {"flops": flops}
+    return tf_precrop.plan(model, round_to=arm.round_to, uniform=arm.method == "uniform",
+                           latency_model=latency_model, **budget).latency_ratio
+
+
 def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0, synflow_iterations=100,
-                  log=print):
+                  latency_model=None, log=print):
     """Builds and exports every arm of one model; returns one record per file.
 
     Args:
@@ -139,6 +177,7 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
         work_dir: Directory for the .tflite files (keep it out of git).
         seed: Initialisation seed.
         synflow_iterations: SynFlow iterations.
+        latency_model: The ``tf_precrop.LatencyModel`` of ``precrop_latency`` arms.
         log: Progress printer.
 
     Returns:
@@ -158,7 +197,8 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
     for arm in arms:
         for flops in [1.0] if arm.method == "dense" else flops_list:
             start = time.perf_counter()
-            small, cost, sparse = build_arm(model, arm, flops, seed=seed, synflow_iterations=synflow_iterations)
+            small, cost, sparse = build_arm(model, arm, flops, seed=seed, synflow_iterations=synflow_iterations,
+                                            latency_model=latency_model)
             name = f"{model_name}_{arm.label.replace(' ', '_')}_f{flops:g}.tflite"
             info = tflite_lib.to_tflite(small, os.path.join(work_dir, name), sparse=sparse)
             records.append({
@@ -177,6 +217,8 @@ def build_exports(model_name, input_shape, flops_list, arms, work_dir, *, seed=0
                 "sparse": sparse,
                 "build_s": time.perf_counter() - start,
             })
+            if latency_model is not None:
+                records[-1]["predicted_latency_ratio"] = predicted_latency_ratio(model, arm, flops, latency_model)
             log(f"built {name}: MACs ratio {records[-1]['macs_ratio']:.3f}, {info['size_bytes'] / 1e6:.2f} MB, "
                 f"parity {info['max_abs_diff']:.2g}, {records[-1]['build_s']:.0f} s")
     return records
@@ -270,6 +312,7 @@ REPORT_COLUMNS = (
     ("p95_ms", "p95 ms", "{:.3f}"),
     ("latency_ratio", "latency/dense", "{:.3f}"),
     ("latency_over_macs", "latency ratio / MAC ratio", "{:.2f}"),
+    ("predicted_latency_ratio", "predicted latency/dense", "{:.3f}"),  # only with a latency model
 )
 _SCALE = {"macs": 1e-6, "params": 1e-3, "size_bytes": 1 / 1024}
 
@@ -286,12 +329,14 @@ def markdown_table(rows):
     Example:
         >>> print(markdown_table(rows))
     """
+    columns = [c for c in REPORT_COLUMNS if c[0] != "predicted_latency_ratio"
+               or any(r.get(c[0]) is not None for r in rows)]
     lines = [
-        "| " + " | ".join(h for _, h, _ in REPORT_COLUMNS) + " |",
-        "|" + "|".join("---" if k in ("model", "method") else "---:" for k, _, _ in REPORT_COLUMNS) + "|",
+        "| " + " | ".join(h for _, h, _ in columns) + " |",
+        "|" + "|".join("---" if k in ("model", "method") else "---:" for k, _, _ in columns) + "|",
     ]
     for row in rows:
-        cells = [fmt.format(row[k] * _SCALE.get(k, 1)) for k, _, fmt in REPORT_COLUMNS]
+        cells = ["-" if row.get(k) is None else fmt.format(row[k] * _SCALE.get(k, 1)) for k, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -365,7 +410,7 @@ def write_report(rows, out_dir, stem, *, title, notes=()):
     with open(paths["json"], "w") as f:
         json.dump(public, f, indent=1)
     with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(public[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in public for k in r)))
         writer.writeheader()
         for r in public:
             writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})

@@ -24,6 +24,10 @@ from tf_precrop.graph.layout import Layout
 
 MACS = "macs"
 PARAMS = "params"
+# Memory-traffic terms of the latency model (tf_precrop.latency_model), one set per kernel-op call: the
+# elements of every tensor it reads or writes, and one constant per op. Not MACs, not params.
+ACTIVATIONS = "activations"
+OPS = "ops"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +35,8 @@ class Term:
     """One cost term: ``dense * prod(ratio(f) for f in factors)``.
 
     Attributes:
-        kind: ``"macs"`` or ``"params"``.
+        kind: ``"macs"``, ``"params"``, ``"activations"`` (elements a kernel op reads or writes) or
+            ``"ops"`` (1 per kernel-op call).
         layer: path of the layer the term belongs to.
         dense: the term's value in the dense model.
         factors: channel layouts whose width ratios multiply the dense value.

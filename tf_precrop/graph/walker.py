@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from fractions import Fraction
 
 import keras
@@ -181,7 +182,10 @@ class ModelGraph:
                     f"traced width {traced}, actual {shape[-1]}. Pass ignored_layers=['{layer.name}'] or "
                     "register a rule for it."
                 )
-        self.terms.extend(rule.terms(self, call, outs))
+        terms = rule.terms(self, call, outs)
+        self.terms.extend(terms)
+        if any(t.kind == registry.MACS for t in terms):
+            self.terms.extend(_traffic_terms(call, outs))
         if first:
             record.out_layouts = list(outs)
         record.calls += 1
@@ -253,3 +257,15 @@ def _check_static_inputs(functional):
                 f"Input '{name}' has unknown dimensions: shape={shape}. MACs depend on the spatial size: build "
                 "the model with a fixed input shape, e.g. input_shape=(224, 224, 3)."
             )
+
+
+def _traffic_terms(call: registry.Call, outs: list) -> list:
+    """What a kernel op (conv, dense...) moves besides its MACs: the tensors it reads and writes.
+
+    Batch norm and activations fold into the op when exported (TFLite), so these tensors are the
+    memory traffic the latency model charges per element.
+    """
+    terms = [registry.Term(registry.OPS, call.path, 1, ())]
+    for lay, shape in zip(list(call.in_layouts) + list(outs), list(call.in_shapes) + list(call.out_shapes)):
+        terms.append(registry.Term(registry.ACTIVATIONS, call.path, math.prod(shape[1:]), (lay,)))
+    return terms
