@@ -187,6 +187,7 @@ def write(runs, rows, summary):
 def main(argv):
     del argv
     runs = shared_runs() + mask_runs()
+    accuracy.restore_runs(runs)
     if FLAGS.grids:
         accuracy.prepare_data()
         todo = [r for r in runs if FLAGS.shared_runs or r["method"] == "masks"]
@@ -194,6 +195,7 @@ def main(argv):
                                         FLAGS.jobs)
         if failed:
             print(f"granularity: failed runs: {', '.join(failed)}", file=sys.stderr)
+    accuracy.archive_runs(runs)
     rows, summary = summarize(runs)
     write(runs, rows, summary)
     print(f"granularity: {len(rows)} of {len(runs)} runs finished; wrote "
