@@ -51,7 +51,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 flags.DEFINE_enum("stage", "all", ["all", "build", "calibrate", "measure", "report"],
                   "What to run: build (exports, no timing), calibrate (times the calibration sets, fits the "
                   "latency models, builds the latency-budget arm), measure (times every arm, writes the "
-                  "report); all = the three in turn. Calibrate and measure want a quiet machine.")
+                  "report); report (the report again from the last measurement); all = build, calibrate "
+                  "and measure in turn. Calibrate and measure want a quiet machine.")
 flags.DEFINE_list("models", list(MODELS), f"Subset of {list(MODELS)}.")
 flags.DEFINE_integer("synflow_iterations", 100, "SynFlow prune-rescore iterations.", lower_bound=1)
 flags.DEFINE_list("synflow_iterations_override", ["resnet50:20"],
