@@ -19,7 +19,7 @@ benchmarks/results/preconfig_accuracy.{csv,md,png}.
 Usage (from the repository root):
     python -m benchmarks.accuracy                      # the committed configuration
     python -m benchmarks.accuracy --grids=             # only re-summarise finished runs
-    python -m benchmarks.accuracy --seeds=6            # add seeds 3..5 to the committed grid
+    python -m benchmarks.accuracy --seeds=8            # add seeds 4..7 to the committed grid
 
 Finished runs are archived in benchmarks/results/accuracy_runs/ (their results.json,
 committed) and restored before a grid runs, so a grid resumes across sessions and
@@ -57,7 +57,7 @@ flags.DEFINE_string("archive_dir", "benchmarks/results/accuracy_runs",
 for _name, _value in {
         "models": ["resnet20"], "width": 8, "dataset": "fashion_mnist",
         "methods": ["dense", "precrop", "synflow", "synflow_random", "uniform_width"],
-        "flops": ["0.5", "0.25"], "seeds": 3, "epochs": 2, "train_take": None,
+        "flops": ["0.5", "0.25"], "seeds": 4, "epochs": 2, "train_take": None,
         "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
         "out_dir": "benchmarks/work/accuracy", "data_dir": "benchmarks/work/tfds",
         "train_flags": ["--validation_freq=0"]}.items():

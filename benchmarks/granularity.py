@@ -37,6 +37,8 @@ flags.DEFINE_bool("shared_runs", True, "Also run the dense/precrop/synflow_rando
                   "with benchmarks.accuracy (--noshared_runs while that script is running, so "
                   "the two never train the same run at once).")
 FLAGS.set_default("flops", ["0.25"])
+# Three seeds already separate the arms beyond seed noise; its shared runs are the accuracy grid's first three.
+FLAGS.set_default("seeds", 3)
 
 ARMS = ("precrop", "weight", "filter", "synflow_random")
 
