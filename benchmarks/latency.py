@@ -160,11 +160,12 @@ def build(models):
         entry = manifest.setdefault(name, {"records": []})
         missing = [a for a in _missing_arms(name, entry) if a.method != "precrop_latency"]
         calibration_set = entry.get("calibration_set", [])
-        if not missing and calibration_set and all(os.path.isfile(r["path"]) for r in calibration_set):
+        have_calibration_set = bool(calibration_set) and all(os.path.isfile(r["path"]) for r in calibration_set)
+        if not missing and have_calibration_set:
             _log(f"{name}: exports reused from {_manifest_path()}")
             continue
         model = tf_precrop.models.build(name, input_shape=MODELS[name])
-        if not calibration_set or not all(os.path.isfile(r["path"]) for r in calibration_set):
+        if not have_calibration_set:
             entry["calibration_set"] = export.export_calibration_set(
                 model, os.path.join(FLAGS.work_dir, "calibration"), samples=CALIBRATION_SAMPLES[name],
                 round_to=8, log=_log)
@@ -186,7 +187,7 @@ def calibrate(models):
     manifest = _load_manifest()
     for name in models:
         entry = manifest[name]
-        if "calibration" in entry and _complete(name, entry):
+        if _complete(name, entry):
             _log(f"{name}: latency model reused from {_manifest_path()}")
             continue
         if "calibration" not in entry:
@@ -274,14 +275,19 @@ def _floor_note(manifest, models):
             "0.25.")
 
 
+def _point(rows, model_name, method, target, threads=1):
+    """The row of one arm at one target ratio and thread count, or None."""
+    return next((r for r in rows if r["model"] == model_name and r["method"] == method
+                 and r["target_flops"] == target and r["num_threads"] == threads), None)
+
+
 def _latency_target_note(rows):
     """How close the latency-budget arm lands to its target, and what it buys over the FLOPs budget."""
     parts = []
     for r in rows:
         if r["method"].startswith("precrop_latency") and r["num_threads"] == 1 and r["input_shape"][0] >= 224:
-            flops_arm = next((q for q in rows if q["model"] == r["model"] and q["num_threads"] == 1
-                              and q["method"] == r["method"].replace("precrop_latency", "precrop")
-                              and q["target_flops"] == r["target_flops"]), None)
+            flops_arm = _point(rows, r["model"], r["method"].replace("precrop_latency", "precrop"),
+                               r["target_flops"])
             vs = ("" if flops_arm is None else
                   f", {r['p50_ms'] / flops_arm['p50_ms'] - 1:+.0%} vs the FLOPs budget at the same ratio")
             parts.append(f"{r['model']} {r['method'].split()[-1]} @ {r['target_flops']:g}: measured "
@@ -343,14 +349,10 @@ def _sparse_note(rows):
 
 
 def _params_note(rows):
-    def point(model_name, method, flops):
-        return next(r for r in rows if r["model"] == model_name and r["method"] == method
-                    and r["target_flops"] == flops and r["num_threads"] == 1)
-
     parts = []
     for model_name in dict.fromkeys(r["model"] for r in rows if r["input_shape"][0] >= 224):
         for flops in FLOPS:
-            p, u = point(model_name, "precrop r8", flops), point(model_name, "uniform r8", flops)
+            p, u = _point(rows, model_name, "precrop r8", flops), _point(rows, model_name, "uniform r8", flops)
             parts.append(f"{model_name} @ {flops:g}: params {p['params_ratio']:.2f} vs {u['params_ratio']:.2f}, "
                          f"latency/MACs {p['latency_over_macs']:.2f} vs {u['latency_over_macs']:.2f}")
     if not parts:

@@ -201,18 +201,33 @@ def format_table(rows):
         >>> print(format_table([benchmark("small.tflite")]))
         | model | threads | file KB | init ms | ...
     """
+    named = [row if row.get("name") is not None else dict(row, name=os.path.basename(row.get("path") or "") or None)
+             for row in rows]
+    return markdown(named, TABLE_COLUMNS, scale={"size_bytes": 1 / 1024}, text=("name",))
+
+
+def markdown(rows, columns, *, scale=None, text=()):
+    """A Markdown table: one column per ``(key, header, format)``, one line per row.
+
+    Args:
+        rows: Dicts; a missing or None value shows as ``-``.
+        columns: ``(key, header, format)`` triples.
+        scale: ``{key: factor}`` applied before formatting (e.g. bytes to KB).
+        text: Keys of left-aligned columns (the others align right).
+
+    Returns:
+        The table as a string (header, separator, one line per row).
+
+    Example:
+        >>> print(markdown([{"p50_ms": 1.5}], [("p50_ms", "p50 ms", "{:.3f}")]))
+    """
+    scale = scale or {}
     lines = [
-        "| " + " | ".join(header for _, header, _ in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" if key == "name" else "---:" for key, _, _ in TABLE_COLUMNS) + "|",
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join("---" if key in text else "---:" for key, _, _ in columns) + "|",
     ]
     for row in rows:
-        cells = []
-        for key, _, fmt in TABLE_COLUMNS:
-            value = row.get(key)
-            if key == "name" and value is None:
-                value = os.path.basename(row.get("path") or "") or None
-            if key == "size_bytes" and value is not None:
-                value = value / 1024
-            cells.append("-" if value is None else fmt.format(value))
+        cells = ["-" if row.get(key) is None else fmt.format(row[key] * scale[key] if key in scale else row[key])
+                 for key, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -331,14 +331,7 @@ def markdown_table(rows):
     """
     columns = [c for c in REPORT_COLUMNS if c[0] != "predicted_latency_ratio"
                or any(r.get(c[0]) is not None for r in rows)]
-    lines = [
-        "| " + " | ".join(h for _, h, _ in columns) + " |",
-        "|" + "|".join("---" if k in ("model", "method") else "---:" for k, _, _ in columns) + "|",
-    ]
-    for row in rows:
-        cells = ["-" if row.get(k) is None else fmt.format(row[k] * _SCALE.get(k, 1)) for k, _, fmt in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return latency_lib.markdown(rows, columns, scale=_SCALE, text=("model", "method"))
 
 
 def plot(rows, path):
