@@ -7,10 +7,11 @@ needed), a CIFAR-style ResNet-20 adapted to 28x28x1, every run a child
 Grids (all in --out_dir, resumable: finished runs are skipped; runs are
 ordered seed by seed, so an interrupted grid leaves whole seeds):
     main      dense, precrop, synflow, synflow_random (random at SynFlow's
-              per-layer densities), uniform_width at each --flops (round_to=1)
+              per-layer densities), uniform_width at each --flops (round_to=1), --seeds
+              seeds (8: at 4 the gaps between pruning methods were within seed noise)
     round8    precrop with round_to=8 at --round8_flops (aligned widths, for the step-time
-              claim; at width 8, flops=0.25 is infeasible with round_to=8)
-    preconfig preconfig at flops=1.0 (max_ratio --max_ratio) vs dense
+              claim; at width 8, flops=0.25 is infeasible with round_to=8), --side_seeds seeds
+    preconfig preconfig at flops=1.0 (max_ratio --max_ratio) vs dense, --side_seeds seeds
 
 Writes benchmarks/results/accuracy.{csv,md,png}, accuracy_step_time.{json,png} (the
 interleaved step-time measurement, grid "timing") and
@@ -19,7 +20,7 @@ benchmarks/results/preconfig_accuracy.{csv,md,png}.
 Usage (from the repository root):
     python -m benchmarks.accuracy                      # the committed configuration
     python -m benchmarks.accuracy --grids=             # only re-summarise finished runs
-    python -m benchmarks.accuracy --seeds=8            # add seeds 4..7 to the committed grid
+    python -m benchmarks.accuracy --grids=main         # only the PreCrop vs baselines grid
 
 Finished runs are archived in benchmarks/results/accuracy_runs/ (their results.json,
 committed) and restored before a grid runs, so a grid resumes across sessions and
@@ -34,9 +35,12 @@ import sys
 from absl import app
 from absl import flags
 import numpy as np
-from scipy import stats
 
 from apps import compare
+from benchmarks.stats import accuracies
+from benchmarks.stats import comparison_table
+from benchmarks.stats import describe
+from benchmarks.stats import multiple_comparisons_line
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +50,8 @@ flags.DEFINE_list("grids", ["main", "round8", "preconfig", "timing"],
 flags.DEFINE_list("round8_flops", ["0.5"], "Budgets of the round_to=8 PreCrop runs. (At width 8 "
                   "a group cannot go below 8 channels with round_to=8, so ResNet-20 keeps at "
                   "least 0.466 of its MACs: flops=0.25 is infeasible there.)")
+flags.DEFINE_integer("side_seeds", 4, "Seeds of the round8 and preconfig grids (side questions; "
+                     "--seeds is the main grid's).")
 flags.DEFINE_integer("timing_rounds", 5, "Rounds of the interleaved step-time measurement.")
 flags.DEFINE_integer("timing_steps", 10, "Timed training steps per model and round.")
 flags.DEFINE_string("results_dir", "benchmarks/results", "Where the summaries go.")
@@ -57,7 +63,7 @@ flags.DEFINE_string("archive_dir", "benchmarks/results/accuracy_runs",
 for _name, _value in {
         "models": ["resnet20"], "width": 8, "dataset": "fashion_mnist",
         "methods": ["dense", "precrop", "synflow", "synflow_random", "uniform_width"],
-        "flops": ["0.5", "0.25"], "seeds": 4, "epochs": 2, "train_take": None,
+        "flops": ["0.5", "0.25"], "seeds": 8, "epochs": 2, "train_take": None,
         "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
         "out_dir": "benchmarks/work/accuracy", "data_dir": "benchmarks/work/tfds",
         "train_flags": ["--validation_freq=0"]}.items():
@@ -70,8 +76,8 @@ def grids():
     selected = {
         "main": compare.grid(FLAGS.models, FLAGS.methods, flops, FLAGS.seeds),
         "round8": compare.grid(FLAGS.models, ["precrop"], [float(f) for f in FLAGS.round8_flops],
-                               FLAGS.seeds, round_to=8),
-        "preconfig": compare.grid(FLAGS.models, ["dense", "preconfig"], [1.0], FLAGS.seeds),
+                               FLAGS.side_seeds, round_to=8),
+        "preconfig": compare.grid(FLAGS.models, ["dense", "preconfig"], [1.0], FLAGS.side_seeds),
     }
     runs = {}
     for name in ("main", "round8", "preconfig"):
@@ -126,38 +132,6 @@ def prepare_data():
         data.prepare_fashion_mnist_offline(FLAGS.data_dir)
 
 
-def welch(a, b):
-    """Mean difference a - b, its standard error and Welch's two-sided p-value."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = a.mean() - b.mean()
-    if len(a) < 2 or len(b) < 2:
-        return diff, float("nan"), float("nan")
-    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
-    return diff, se, p
-
-
-def accuracies(rows, method, budget, round_to=1):
-    return [r["test_accuracy"] for r in rows if r["method"] == method and
-            r["flops_budget"] == budget and r["round_to"] == round_to]
-
-
-def comparison_table(rows, pairs):
-    """Markdown rows "A vs B": accuracy difference, its SE, Welch p, verdict."""
-    lines = ["| comparison | FLOPs budget | accuracy difference (pp) | SE (pp) | Welch p | "
-             "beyond seed noise (p < 0.05)? |", "|---|---|---|---|---|---|"]
-    for label, (m1, b1, r1), (m2, b2, r2), budget in pairs:
-        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
-        if not a or not b:
-            lines.append(f"| {label} | {budget:g} | not run | | | |")
-            continue
-        diff, se, p = welch(a, b)
-        verdict = "n < 2" if np.isnan(p) else ("yes" if p < 0.05 else "no")
-        lines.append(f"| {label} | {budget:g} | {100 * diff:+.2f} | {100 * se:.2f} | {p:.3f} | "
-                     f"{verdict} |")
-    return lines
-
-
 def _train_images():
     """How much of the 60,000 training images the runs use, in words."""
     if FLAGS.train_take is None:
@@ -165,8 +139,11 @@ def _train_images():
     return f"the first {FLAGS.train_take} training images"
 
 
-def setup_lines(total, finished, command="python -m benchmarks.accuracy"):
-    """The setup section of a results page (data, model, recipe, methods, runs, command)."""
+def setup_lines(total, finished, command="python -m benchmarks.accuracy", seeds=None):
+    """The setup section of a results page (data, model, recipe, methods, runs, command).
+
+    ``seeds``: the seeds in words, when not simply 0..--seeds-1.
+    """
     return [
         "## Setup", "",
         f"- Data: real Fashion-MNIST through tfds (prepared offline from the Debian package "
@@ -176,7 +153,8 @@ def setup_lines(total, finished, command="python -m benchmarks.accuracy"):
         f"width {FLAGS.width} (stages {FLAGS.width}/{2 * FLAGS.width}/{4 * FLAGS.width}).",
         f"- Training (every method the same, `apps.train`): {FLAGS.epochs} epochs, batch "
         f"{FLAGS.batch_size}, SGD momentum 0.9 Nesterov, lr {FLAGS.lr} {FLAGS.schedule}, "
-        f"decoupled weight decay {FLAGS.weight_decay}; seeds 0..{FLAGS.seeds - 1}.",
+        f"decoupled weight decay {FLAGS.weight_decay}; "
+        f"{seeds or f'seeds 0..{FLAGS.seeds - 1}'}.",
         "- Methods: dense; precrop (tf_precrop.crop, round_to=1, and round_to=8 as \"precrop r8\"); "
         "synflow (100 iterations, TF-MOT fixed masks); synflow_random (random weights at SynFlow's "
         "per-layer densities); uniform_width (one shared width ratio, same budget).",
@@ -196,6 +174,23 @@ def _timing():
         return json.load(f)
 
 
+def reading_lines(rows, summary):
+    """The headline (PreCrop vs SynFlow per budget), and where uniform width leaves budget unused."""
+    lines = []
+    for budget in (float(f) for f in FLAGS.flops):
+        a, b = accuracies(rows, "precrop", budget), accuracies(rows, "synflow", budget)
+        if a and b:
+            lines.append(f"- {describe(f'PreCrop - SynFlow at flops={budget:g}', a, b)}")
+    for entry in summary:
+        budget = entry["flops_budget"]
+        if entry["method"] == "uniform_width" and entry["macs_ratio_mean"] < 0.95 * budget:
+            lines.append(
+                f"- uniform_width at flops={budget:g} uses {entry['macs_ratio_mean']:.3f} of the dense "
+                f"MACs: the largest shared ratio whose widths, rounded to whole channels at width "
+                f"{FLAGS.width}, fit the budget; its accuracy comes at a lower cost than the others'.")
+    return ["## Reading", "", *lines, ""] if lines else []
+
+
 def write_accuracy(runs, rows):
     names = {r["name"] for r in runs if r["grid"] in ("main", "round8")}
     main_rows = [r for r in rows if r["run"] in names]
@@ -209,6 +204,9 @@ def write_accuracy(runs, rows):
                   for m in ("synflow", "synflow_random", "uniform_width")]
         pairs += [(f"{m} - dense", (m, budget, 1), ("dense", None, 1), budget)
                   for m in ("precrop", "synflow", "synflow_random", "uniform_width")]
+        # The literature's control: do SynFlow's weights matter, or only its per-layer densities?
+        pairs.append(("synflow_random - synflow", ("synflow_random", budget, 1),
+                      ("synflow", budget, 1), budget))
         if f"{budget:g}" in FLAGS.round8_flops:
             pairs.append(("precrop r8 - precrop", ("precrop", budget, 8), pc, budget))
     table = compare.markdown(summary, "Fashion-MNIST accuracy: PreCrop vs SynFlow and baselines")
@@ -218,10 +216,14 @@ def write_accuracy(runs, rows):
         f"Seed noise: the sample standard deviation of test accuracy over seeds is {min(stds):.2f}-"
         f"{max(stds):.2f} pp (median {float(np.median(stds)):.2f} pp) across the {len(stds)} configurations.",
         ""])
-    text = "\n".join([table, *setup_lines(len(names), finished), "## Differences", "", *noise,
+    text = "\n".join([table, *setup_lines(len(names), finished, seeds=(
+                          f"seeds 0..{FLAGS.seeds - 1} (precrop r8: 0..{FLAGS.side_seeds - 1})")),
+                      *reading_lines(main_rows, summary), "## Differences", "", *noise,
                       *comparison_table(main_rows, pairs), "",
+                      *multiple_comparisons_line(main_rows, pairs),
                       "Differences are mean(A) - mean(B) in percentage points; SE combines "
-                      "both sample standard deviations (Welch).", "",
+                      "both sample standard deviations (Welch); the 95% interval uses Welch's "
+                      "degrees of freedom.", "",
                       "## Training step time, interleaved measurement", "",
                       *timing_lines(_timing())])
     missing = sorted(names - {r["run"] for r in main_rows})
@@ -259,7 +261,9 @@ def plot_timing(timing, path):
 
 
 def write_preconfig(runs, rows):
-    names = {r["name"] for r in runs if r["grid"] == "preconfig" or r["method"] == "dense"}
+    # Dense at the preconfig grid's own seeds (the main grid has more), so the page is one design.
+    names = {r["name"] for r in runs if r["grid"] == "preconfig" or
+             (r["method"] == "dense" and r["seed"] < FLAGS.side_seeds)}
     pc_rows = [r for r in rows if r["run"] in names]
     if not any(r["method"] == "preconfig" for r in pc_rows):
         print("accuracy: no finished preconfig run in --out_dir; preconfig_accuracy.* left as they are")
@@ -272,7 +276,7 @@ def write_preconfig(runs, rows):
         f"PreConfig: `tf_precrop.preconfig(model, flops=1.0, max_ratio={FLAGS.max_ratio})` "
         "(widths redistributed at the dense MACs, groups may grow up to max_ratio), trained "
         "from scratch with the dense model's recipe.", "",
-        *setup_lines(len(names), len(pc_rows)), "## Difference", "",
+        *setup_lines(len(names), len(pc_rows), seeds=f"seeds 0..{FLAGS.side_seeds - 1}"), "## Difference", "",
         *comparison_table(pc_rows, [("preconfig - dense", ("preconfig", 1.0, 1),
                                      ("dense", None, 1), 1.0)]), ""])
     with open(os.path.join(FLAGS.results_dir, "preconfig_accuracy.md"), "w") as f:

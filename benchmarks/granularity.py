@@ -29,6 +29,7 @@ import numpy as np
 
 from apps import compare
 from benchmarks import accuracy
+from benchmarks import stats
 
 FLAGS = flags.FLAGS
 
@@ -37,8 +38,9 @@ flags.DEFINE_bool("shared_runs", True, "Also run the dense/precrop/synflow_rando
                   "with benchmarks.accuracy (--noshared_runs while that script is running, so "
                   "the two never train the same run at once).")
 FLAGS.set_default("flops", ["0.25"])
-# Three seeds already separate the arms beyond seed noise; its shared runs are the accuracy grid's first three.
-FLAGS.set_default("seeds", 3)
+# Four seeds separate its arms beyond seed noise; its shared runs (dense, precrop, synflow_random) are the
+# accuracy grid's first four.
+FLAGS.set_default("seeds", 4)
 
 ARMS = ("precrop", "weight", "filter", "synflow_random")
 
@@ -137,11 +139,11 @@ def reading(rows):
     """One sentence per budget: does granularity matter beyond seed noise here?"""
     lines = []
     for budget in (float(f) for f in FLAGS.flops):
-        weight = accuracy.accuracies(rows, "weight", budget)
-        filt = accuracy.accuracies(rows, "filter", budget)
+        weight = stats.accuracies(rows, "weight", budget)
+        filt = stats.accuracies(rows, "filter", budget)
         if len(weight) < 2 or len(filt) < 2:
             continue
-        diff, _, p = accuracy.welch(weight, filt)
+        diff, _, p, _ = stats.welch(weight, filt)
         verdict = ("beyond seed noise: at these densities and this training length granularity "
                    "does change accuracy" if p < 0.05 else
                    "within seed noise: granularity makes no measurable difference here")
@@ -175,7 +177,7 @@ def write(runs, rows, summary):
         *accuracy.setup_lines(len(names), len(rows), "python -m benchmarks.accuracy && "
                               "python -m benchmarks.granularity"),
         "## Differences", "",
-        *accuracy.comparison_table(rows, pairs), "", *reading(rows), "",
+        *stats.comparison_table(rows, pairs), "", *reading(rows), "",
         "\"beyond seed noise\" = Welch p < 0.05 over the seeds; \"no\" means the arms are within "
         "seed noise of each other at this sample size.", ""])
     if missing:

@@ -1,0 +1,84 @@
+"""Statistics of the accuracy benchmarks: Welch differences, their table, multiple comparisons.
+
+Pure functions over the rows of `apps.compare.collect` (dicts with method, flops_budget,
+round_to and test_accuracy), free of absl flags so tests can import them.
+"""
+
+import numpy as np
+from scipy import stats
+
+
+def welch(a, b):
+    """Mean difference a - b, its standard error, Welch's two-sided p-value and 95% interval.
+
+    Returns:
+        (diff, se, p, (low, high)); se, p and the interval are NaN with fewer than two
+        values on a side.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = a.mean() - b.mean()
+    nan = float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return diff, nan, nan, (nan, nan)
+    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    if se == 0:
+        return diff, se, nan, (nan, nan)
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(0.95)
+    return diff, se, float(test.pvalue), (float(interval.low), float(interval.high))
+
+
+def accuracies(rows, method, budget, round_to=1):
+    return [r["test_accuracy"] for r in rows if r["method"] == method and
+            r["flops_budget"] == budget and r["round_to"] == round_to]
+
+
+def comparison_table(rows, pairs):
+    """Markdown rows "A vs B": accuracy difference, its SE and 95% interval, Welch p, verdict.
+
+    The interval says what the seeds rule out even when the verdict is "no": a gap
+    outside it is unlikely at this recipe.
+    """
+    lines = ["| comparison | FLOPs budget | n (A/B) | accuracy difference (pp) | SE (pp) | "
+             "95% interval (pp) | Welch p | beyond seed noise (p < 0.05)? |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, (m1, b1, r1), (m2, b2, r2), budget in pairs:
+        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
+        if not a or not b:
+            lines.append(f"| {label} | {budget:g} | {len(a)}/{len(b)} | not run | | | | |")
+            continue
+        diff, se, p, (low, high) = welch(a, b)
+        verdict = "n < 2" if np.isnan(p) else ("yes" if p < 0.05 else "no")
+        lines.append(f"| {label} | {budget:g} | {len(a)}/{len(b)} | {100 * diff:+.2f} | "
+                     f"{100 * se:.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] | {p:.3f} | {verdict} |")
+    return lines
+
+
+def multiple_comparisons_line(rows, pairs):
+    """How many of the table's p-values survive Benjamini-Hochberg at a 5% false discovery rate."""
+    ps = []
+    for _, (m1, b1, r1), (m2, b2, r2), _ in pairs:
+        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
+        if a and b:
+            p = welch(a, b)[2]
+            if not np.isnan(p):
+                ps.append(p)
+    if not ps:
+        return []
+    kept = int((stats.false_discovery_control(ps) < 0.05).sum())
+    return [f"Multiple comparisons: {sum(p < 0.05 for p in ps)} of the {len(ps)} p-values are below "
+            f"0.05; {kept} stay below 0.05 after the Benjamini-Hochberg adjustment "
+            f"(`scipy.stats.false_discovery_control`, 5% false discovery rate over this table).", ""]
+
+
+def describe(label, a, b):
+    """One sentence on mean(a) - mean(b): beyond seed noise, or the gaps the seeds rule out."""
+    diff, _, p, (low, high) = welch(a, b)
+    head = f"{label}: {100 * diff:+.2f} pp (n = {len(a)}/{len(b)}"
+    if np.isnan(p):
+        return head + "; too few seeds for a verdict)."
+    head += f", 95% interval [{100 * low:+.2f}, {100 * high:+.2f}], Welch p = {p:.3f})"
+    if p < 0.05:
+        return head + ", beyond seed noise."
+    bound = 100 * max(abs(low), abs(high))
+    return head + f", within seed noise; a gap larger than {bound:.2f} pp either way is ruled out."
