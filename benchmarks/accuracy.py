@@ -63,7 +63,7 @@ flags.DEFINE_string("archive_dir", "benchmarks/results/accuracy_runs",
 for _name, _value in {
         "models": ["resnet20"], "width": 8, "dataset": "fashion_mnist",
         "methods": ["dense", "precrop", "synflow", "synflow_random", "uniform_width"],
-        "flops": ["0.5", "0.25"], "seeds": 8, "epochs": 2, "train_take": None,
+        "flops": ["0.5", "0.25", "0.1"], "seeds": 8, "epochs": 2, "train_take": None,
         "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
         "out_dir": "benchmarks/work/accuracy", "data_dir": "benchmarks/work/tfds",
         "train_flags": ["--validation_freq=0"]}.items():

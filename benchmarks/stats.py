@@ -13,7 +13,7 @@ def welch(a, b):
 
     Returns:
         (diff, se, p, (low, high)); se, p and the interval are NaN with fewer than two
-        values on a side.
+        values on a side, p and the interval also when both sides have no spread.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = a.mean() - b.mean()
@@ -29,6 +29,7 @@ def welch(a, b):
 
 
 def accuracies(rows, method, budget, round_to=1):
+    """Test accuracies of the rows of one method at one budget and width multiple."""
     return [r["test_accuracy"] for r in rows if r["method"] == method and
             r["flops_budget"] == budget and r["round_to"] == round_to]
 
@@ -81,4 +82,4 @@ def describe(label, a, b):
     if p < 0.05:
         return head + ", beyond seed noise."
     bound = 100 * max(abs(low), abs(high))
-    return head + f", within seed noise; a gap larger than {bound:.2f} pp either way is ruled out."
+    return head + f", within seed noise; the interval excludes gaps larger than {bound:.2f} pp either way."

@@ -95,6 +95,6 @@ def test_describe_states_the_verdict_or_the_gap_it_rules_out():
         f"Welch p = {p:.3f}), beyond seed noise.")
     close = stats.describe("C - D", [0.80, 0.83, 0.86], [0.81, 0.84, 0.79])
     low, high = stats.welch([0.80, 0.83, 0.86], [0.81, 0.84, 0.79])[3]
-    assert close.endswith(f"within seed noise; a gap larger than {100 * max(-low, high):.2f} pp "
-                          "either way is ruled out.")
+    assert close.endswith(f"within seed noise; the interval excludes gaps larger than "
+                          f"{100 * max(-low, high):.2f} pp either way.")
     assert stats.describe("E - F", [0.8], [0.7, 0.9]) == "E - F: +0.00 pp (n = 1/2; too few seeds for a verdict)."
