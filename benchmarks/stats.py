@@ -34,6 +34,12 @@ def accuracies(rows, method, budget, round_to=1):
             r["flops_budget"] == budget and r["round_to"] == round_to]
 
 
+def _pair_samples(rows, pairs):
+    """(label, budget, a, b) per pair: the accuracies of both sides (either may be empty)."""
+    return [(label, budget, accuracies(rows, *side_a), accuracies(rows, *side_b))
+            for label, side_a, side_b, budget in pairs]
+
+
 def comparison_table(rows, pairs):
     """Markdown rows "A vs B": accuracy difference, its SE and 95% interval, Welch p, verdict.
 
@@ -43,8 +49,7 @@ def comparison_table(rows, pairs):
     lines = ["| comparison | FLOPs budget | n (A/B) | accuracy difference (pp) | SE (pp) | "
              "95% interval (pp) | Welch p | beyond seed noise (p < 0.05)? |",
              "|---|---|---|---|---|---|---|---|"]
-    for label, (m1, b1, r1), (m2, b2, r2), budget in pairs:
-        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
+    for label, budget, a, b in _pair_samples(rows, pairs):
         if not a or not b:
             lines.append(f"| {label} | {budget:g} | {len(a)}/{len(b)} | not run | | | | |")
             continue
@@ -57,13 +62,8 @@ def comparison_table(rows, pairs):
 
 def multiple_comparisons_line(rows, pairs):
     """How many of the table's p-values survive Benjamini-Hochberg at a 5% false discovery rate."""
-    ps = []
-    for _, (m1, b1, r1), (m2, b2, r2), _ in pairs:
-        a, b = accuracies(rows, m1, b1, r1), accuracies(rows, m2, b2, r2)
-        if a and b:
-            p = welch(a, b)[2]
-            if not np.isnan(p):
-                ps.append(p)
+    ps = [p for p in (welch(a, b)[2] for _, _, a, b in _pair_samples(rows, pairs) if a and b)
+          if not np.isnan(p)]
     if not ps:
         return []
     kept = int((stats.false_discovery_control(ps) < 0.05).sum())
