@@ -1,5 +1,6 @@
 """Bad input gets a clear error that names the argument or layer and quotes the value."""
 
+import json
 import re
 
 import keras
@@ -39,9 +40,56 @@ def test_lambda_layer_is_refused_with_its_name():
     model = keras.Model(inputs, x)
     with pytest.raises(ValueError, match=re.escape(
             "Layer 'slice' of class Lambda is not supported: tf_precrop cannot tell how it treats channels. "
-            "Pass ignored_layers=['slice'] to keep its input and output widths fixed, or describe it with "
-            "tf_precrop.register_layer(Lambda, ...).")):
+            "Pass ignored_layers=['slice'] to keep its input and output widths fixed, or give its class a rule: "
+            "custom_rules={Lambda: rule} or tf_precrop.register_layer(Lambda, rule).")):
         tf_precrop.count(model)
+
+
+class _Scale(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def _two_unknown_layers():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2, name="double")(x)
+    inner_in = keras.Input((6, 6, 16))
+    inner = keras.Model(inner_in, _Scale(name="scale")(keras.layers.ReLU()(inner_in)), name="inner")
+    x = keras.layers.Conv2D(16, 3, name="conv2")(inner(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+
+
+def test_unknown_layers_are_all_listed_at_once_and_the_advice_works():
+    model = _two_unknown_layers()
+    with pytest.raises(ValueError, match=re.escape(
+            "2 layers are not supported: 'double' of class Lambda, 'inner/scale' of class _Scale. tf_precrop "
+            "cannot tell how they treat channels. Pass ignored_layers=['double', 'inner/scale'] to keep their "
+            "input and output widths fixed, or give their classes rules: custom_rules={Lambda: rule, "
+            "_Scale: rule} or tf_precrop.register_layer(Lambda, rule).")):
+        tf_precrop.plan(model, flops=0.5)
+    # Following either piece of advice works, and the plan carries it on to crop.
+    small = tf_precrop.crop(model, tf_precrop.plan(model, flops=0.5, ignored_layers=["double", "inner/scale"]))
+    assert small.get_layer("conv").filters == 16  # its output feeds ignored layers: kept
+    assert small.get_layer("conv2").filters < 16
+    rules = {keras.layers.Lambda: "passthrough", _Scale: "passthrough"}
+    p = tf_precrop.plan(model, flops=0.5, custom_rules=rules)
+    assert p.custom_rules == {"Lambda": "PassThrough", "_Scale": "PassThrough"}
+    assert tf_precrop.crop(model, p, custom_rules=rules).get_layer("conv").filters < 16
+    with pytest.raises(ValueError, match=re.escape(
+            "The plan was made with custom_rules for ['Lambda', '_Scale']; rules are code and are not stored "
+            "in the plan. Pass the same custom_rules to crop. Received: custom_rules for []")):
+        tf_precrop.crop(model, p)
+
+
+def test_custom_rules_are_checked():
+    with pytest.raises(ValueError, match=re.escape("Unknown rule 'passthru'.")):
+        tf_precrop.count(_small(), custom_rules={_Scale: "passthru"})
+    with pytest.raises(TypeError, match=re.escape(
+            "`custom_rules` must be a dict {layer class: rule name or tf_precrop.Rule}. Received: "
+            "custom_rules=['passthrough']")):
+        tf_precrop.count(_small(), custom_rules=["passthrough"])
 
 
 def test_custom_layer_refused_then_registered():
@@ -134,3 +182,42 @@ def test_plan_for_another_model():
     other = tf_precrop.models.resnet20(input_shape=(8, 8, 3), width=4)
     with pytest.raises(ValueError, match=re.escape("The plan was made for another model (plan: 'small'")):
         tf_precrop.crop(other, plan)
+
+
+def test_crop_with_plan_refuses_other_ignored_layers():
+    model = _two_unknown_layers()
+    plan = tf_precrop.plan(model, flops=0.5, ignored_layers=["double", "inner/scale"])
+    assert plan.ignored_layers == ["double", "inner/scale"]
+    with pytest.raises(ValueError, match=re.escape(
+            "The plan was made with ignored_layers=['double', 'inner/scale']; crop applies the plan's. "
+            "Received: ignored_layers=['double']. Leave ignored_layers out, or make a new plan.")):
+        tf_precrop.crop(model, plan, ignored_layers=["double"])
+    # Passing the same ones again is harmless.
+    assert tf_precrop.crop(model, plan, ignored_layers=["inner/scale", "double"]).count_params() == plan.params
+
+
+def test_from_json_raises_value_error_on_malformed_plans():
+    good = json.loads(tf_precrop.plan(_small(), flops=0.5).to_json())
+    for text, message in [
+        ("[1, 2", "Not a JSON plan"),
+        ("[]", "Unsupported plan format_version. Expected one of [1, 2], received: None"),
+        (json.dumps({**good, "format_version": 9}), "Unsupported plan format_version."),
+        (json.dumps({k: v for k, v in good.items() if k != "layers"}), "Malformed plan (format_version 2): "
+                                                                        "KeyError('layers')"),
+        (json.dumps({**good, "layers": [{"name": "x"}]}), "Malformed plan (format_version 2): TypeError"),
+        (json.dumps({**good, "extra": 1}), "Malformed plan (format_version 2): TypeError"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            tf_precrop.CropPlan.from_json(text)
+
+
+def test_version_1_plans_still_apply():
+    model = _small()
+    plan = tf_precrop.plan(model, flops=0.5)
+    data = json.loads(plan.to_json())
+    for key in ("ignored_layers", "custom_rules", "fingerprint"):
+        data.pop(key)
+    data["format_version"] = 1
+    old = tf_precrop.CropPlan.from_json(json.dumps(data))
+    assert old.fingerprint is None and old.ignored_layers == []
+    assert tf_precrop.crop(model, old).count_params() == plan.params

@@ -86,3 +86,20 @@ def test_count_report_matches_keras():
     assert stem.macs == 16 * 16 * 3 * 3 * 3 * 8
     assert stem.kernels["kernel"].weights == 3 * 3 * 3 * 8
     assert "Total" in report.summary()
+
+
+def test_ignored_python_lambda_is_reused_and_runs():
+    # from_config refuses a Python lambda in safe mode; an ignored, weightless layer is reused instead.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2, name="double")(x)
+    x = keras.layers.Conv2D(16, 3, name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    config = model.get_config()
+    plan = tf_precrop.plan(model, flops=0.5, ignored_layers=["double"])
+    small = tf_precrop.crop(model, plan)  # no ignored_layers again: the plan carries them
+    assert small.count_params() == plan.params < model.count_params()
+    assert small.get_layer("double") is model.get_layer("double")
+    assert small(np.ones((1, 8, 8, 3), np.float32)).shape == (1, 2)
+    assert model.get_config() == config

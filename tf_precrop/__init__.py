@@ -7,15 +7,17 @@ Public API::
     tf_precrop.crop(model, flops=0.5)           # a new, narrower, freshly initialised model
     tf_precrop.preconfig(model, flops=1.0)      # widths redistributed at equal cost
     tf_precrop.crop(model, latency=0.5, latency_model=m)  # budget on a device's predicted latency
+    tf_precrop.supports(keras.layers.LSTM)      # is a layer class understood? (else ignore it or add a Rule)
 """
 
 from tf_precrop import latency_model, models
 from tf_precrop.api import DEFAULT_MAX_RATIO, crop, plan, preconfig, preconfig_plan
 from tf_precrop.cost import CostReport, KernelCost, LayerCost, count
-from tf_precrop.graph.registry import register_layer
+from tf_precrop.graph.registry import Rule, register_layer, supports
 from tf_precrop.latency_model import LatencyModel
 from tf_precrop.plan import CropPlan
 from tf_precrop.solver import InfeasibleBudgetError
+from tf_precrop.verify import PlanMismatchError
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,8 @@ __all__ = [
     "KernelCost",
     "LatencyModel",
     "LayerCost",
+    "PlanMismatchError",
+    "Rule",
     "count",
     "crop",
     "latency_model",
@@ -47,4 +51,5 @@ __all__ = [
     "preconfig",
     "preconfig_plan",
     "register_layer",
+    "supports",
 ]

@@ -124,12 +124,14 @@ def layer_costs(graph: ModelGraph, ratio_of_root=None) -> list:
     return list(costs.values())
 
 
-def count(model, *, ignored_layers=()) -> CostReport:
+def count(model, *, ignored_layers=(), custom_rules=None) -> CostReport:
     """Counts MACs and params per layer.
 
     Args:
         model: a Keras 3 functional or Sequential model with a fixed input shape (nested models allowed).
         ignored_layers: names of layers tf_precrop does not know (e.g. ``Lambda``) to accept as they are.
+        custom_rules: ``{layer class: rule}`` for this call (a rule name or ``tf_precrop.Rule``), consulted
+            before the global registry.
 
     Returns:
         A ``CostReport``: ``.layers`` (``LayerCost`` with ``name``, ``class_name``, ``macs``, ``params``,
@@ -144,7 +146,7 @@ def count(model, *, ignored_layers=()) -> CostReport:
         >>> report.macs, report.params
         (300774272, 3538984)
     """
-    return CostReport(layer_costs(ModelGraph(model, ignored_layers=ignored_layers)))
+    return CostReport(layer_costs(ModelGraph(model, ignored_layers=ignored_layers, custom_rules=custom_rules)))
 
 
 @dataclasses.dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 
 import keras
@@ -14,7 +15,10 @@ from tf_precrop.graph import layout as layout_lib
 from tf_precrop.graph import registry
 from tf_precrop.graph.walker import ModelGraph
 
-FORMAT_VERSION = 1
+#: 2 added ``ignored_layers``, ``custom_rules`` and ``fingerprint``; version 1 plans still load (without them,
+#: ``crop`` re-walks the model to check the plan fits and takes ``ignored_layers`` from its caller).
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass
@@ -63,6 +67,11 @@ class CropPlan:
         solve_seconds, round_seconds: time in the geometric program and in the integer repair.
         latency_model, dense_latency_ms, latency_ms: the latency model's name and its predicted latency
             before and after, when the plan was made with one (else None).
+        ignored_layers: the ``ignored_layers`` the plan was made with (``crop`` reuses them).
+        custom_rules: layer class name -> rule class name of the per-call ``custom_rules`` it was made with
+            (rules are code: ``crop`` needs the same ``custom_rules`` passed again).
+        fingerprint: hash of the model's layer paths, classes, weight shapes and input shapes (see
+            ``fingerprint``); ``crop`` compares it instead of re-walking the graph. None in version-1 plans.
     """
 
     model_name: str
@@ -82,6 +91,9 @@ class CropPlan:
     latency_model: str | None = None  # name of the LatencyModel the plan was made or reported with
     dense_latency_ms: float | None = None  # its predicted latencies (None without a latency model)
     latency_ms: float | None = None
+    ignored_layers: list = dataclasses.field(default_factory=list)
+    custom_rules: dict = dataclasses.field(default_factory=dict)
+    fingerprint: str | None = None
 
     @property
     def latency_ratio(self) -> float | None:
@@ -126,14 +138,19 @@ class CropPlan:
         """
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"Not a JSON plan: {err}") from err
         version = data.pop("format_version", None) if isinstance(data, dict) else None
-        if version != FORMAT_VERSION:
-            raise ValueError(f"Unsupported plan format_version. Expected {FORMAT_VERSION}, received: {version!r}")
-        data["groups"] = [GroupPlan(**g) for g in data["groups"]]
-        data["layers"] = [LayerPlan(**row) for row in data["layers"]]
-        return cls(**data)
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(
+                f"Unsupported plan format_version. Expected one of {list(_READABLE_VERSIONS)}, received: {version!r}"
+            )
+        try:
+            data["groups"] = [GroupPlan(**g) for g in data["groups"]]
+            data["layers"] = [LayerPlan(**row) for row in data["layers"]]
+            return cls(**data)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"Malformed plan (format_version {version}): {err!r}") from err
 
     def summary(self, *, all_layers: bool = False) -> str:
         """A ``model.summary()``-like table: widths before -> after, MACs and params per layer.
@@ -176,8 +193,30 @@ class CropPlan:
         return "\n".join(lines)
 
 
+def fingerprint(model) -> str:
+    """A short hash of what a plan depends on: input shapes, and every layer's path, class and weight shapes
+    (nested models included), which hold the dense widths. Cheap: no graph walk.
+
+    ``crop(model, plan)`` compares it with the plan's. The wiring itself is not hashed: a model with the same
+    layers wired differently is caught by the check of the rebuilt model against its plan (tf_precrop.verify).
+    """
+    parts = [[list(t.shape) for t in model.inputs]]
+
+    def visit(m, prefix):
+        for layer in m.layers:
+            path = prefix + layer.name
+            if isinstance(layer, keras.Model):
+                parts.append([path, type(layer).__name__])
+                visit(layer, path + "/")
+            else:
+                parts.append([path, type(layer).__name__, [list(w.shape) for w in layer.weights]])
+
+    visit(model, "")
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_ratio: float,
-              uniform: bool, latency_model=None) -> CropPlan:
+              uniform: bool, latency_model=None, ignored_layers=(), custom_rules=None) -> CropPlan:
     """Turns solver widths into a CropPlan (costs from the one counter, config updates from the rules)."""
     groups = graph.groups
 
@@ -239,6 +278,9 @@ def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_
         solve_seconds=solution.solve_seconds,
         round_seconds=solution.round_seconds,
         **_predicted_latency(graph, latency_model, ratio_of_root),
+        ignored_layers=list(ignored_layers),
+        custom_rules={cls.__name__: type(rule).__name__ for cls, rule in (custom_rules or {}).items()},
+        fingerprint=fingerprint(graph.model),
     )
 
 

@@ -9,24 +9,30 @@ from tf_precrop.graph.registry import rule_for
 from tf_precrop.graph.walker import functional_graph, topological_nodes
 
 
-def rebuild(model, updates: dict, *, seed: int | None = None) -> keras.Model:
+def rebuild(model, updates: dict, *, seed: int | None = None, custom_rules=None) -> keras.Model:
     """A new model like ``model`` with the config fields in ``updates`` changed.
 
     Every layer is created anew from its config, so initializers see the new fan-in. Nested models are
     rebuilt (a nested model called twice stays shared), and so are shared layers. Layers whose rule keeps
-    weights (Normalization statistics) get the original values.
+    weights (Normalization statistics) get the original values. A layer without a rule (it is ignored: its
+    widths stay) and without weights, such as a Python ``Lambda`` that ``from_config`` refuses in safe mode,
+    is reused as it is: it holds no state the two models could share.
 
     Args:
         model: the original Keras 3 model; it is not modified.
         updates: layer path ("layer" or "outer/inner") -> config fields to set.
         seed: if given, ``keras.utils.set_random_seed(seed)`` first, so the initial weights are reproducible.
+        custom_rules: per-call rules (``{layer class: Rule}``), for the rules that keep weights.
 
     Returns:
         The new model.
+
+    Example:
+        >>> small = rebuild(model, {"conv1": {"filters": 16}}, seed=0)
     """
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    builder = _Builder(updates)
+    builder = _Builder(updates, custom_rules)
     new_model = builder.model(model, "")
     for old, new in builder.kept_weights:
         new.set_weights(old.get_weights())
@@ -34,8 +40,9 @@ def rebuild(model, updates: dict, *, seed: int | None = None) -> keras.Model:
 
 
 class _Builder:
-    def __init__(self, updates):
+    def __init__(self, updates, custom_rules=None):
         self.updates = updates
+        self.custom_rules = custom_rules
         self.new_ops: dict = {}  # id(old op) -> new op (keeps shared layers and nested models shared)
         self.kept_weights: list = []
 
@@ -47,9 +54,20 @@ class _Builder:
         return self._functional(functional_graph(model), prefix, model.name, like)
 
     def _sequential(self, model, prefix, like):
+        # Each layer is rebuilt like in a functional graph (a nested model through `self.model`, with the
+        # new tensor it is called on, so its input widths follow); then the chain becomes a Sequential again.
         functional = functional_graph(model)
         inputs = [self._input(t, n) for t, n in zip(functional.inputs, like or functional.inputs)]
-        layers = [self._layer(layer, prefix + layer.name) for layer in model.layers]
+        x, layers = inputs[0], []
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                new = self.new_ops.get(id(layer))
+                if new is None:
+                    new = self.new_ops[id(layer)] = self.model(layer, prefix + layer.name + "/", [x])
+            else:
+                new = self._layer(layer, prefix + layer.name)
+            layers.append(new)
+            x = new(x)
         return keras.Sequential([*inputs_as_layers(inputs), *layers], name=model.name, trainable=model.trainable)
 
     def _functional(self, functional, prefix, name, like):
@@ -87,10 +105,14 @@ class _Builder:
     def _layer(self, layer, path):
         if id(layer) in self.new_ops:
             return self.new_ops[id(layer)]
+        rule = rule_for(layer, self.custom_rules)
+        update = self.updates.get(path, {})
+        if not layer.weights and not update and (rule is None or isinstance(layer, keras.layers.Lambda)):
+            self.new_ops[id(layer)] = layer
+            return layer
         config = layer.get_config()
-        config.update(self.updates.get(path, {}))
+        config.update(update)
         new = type(layer).from_config(config)
-        rule = rule_for(layer)
         if rule is not None and rule.keep_weights:
             self.kept_weights.append((layer, new))
         self.new_ops[id(layer)] = new

@@ -12,6 +12,7 @@ custom layers.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from fractions import Fraction
@@ -63,16 +64,36 @@ class Call:
     first: bool  # first call of this layer object (params are counted once)
 
 
-class Rule:
-    """Base rule. Subclasses override what differs."""
+class Rule(abc.ABC):
+    """How one layer class treats channels. Subclass it and override what differs; ``connect`` is required.
+
+    ``connect`` returns the channel layout of each output given the inputs' (``call.in_layouts``), using the
+    graph's helpers (``tie_layouts``, ``pin_layout``, ``producer_group``, ``fixed_layout``). ``terms`` lists
+    the layer's MACs and params as ``Term``s (default: every weight whose last axis is the input channel
+    axis scales with the input width). ``rewrite`` edits the layer's config for its new widths.
+
+    Example: a custom layer that scales each channel by a learned gamma (output channels = input channels,
+    its ``dim`` config field holds the width)::
+
+        class ChannelScaleRule(tf_precrop.Rule):
+            def connect(self, graph, call):
+                return [call.in_layouts[0]]
+
+            def rewrite(self, config, widths):
+                config["dim"] = widths.outputs[0]
+                return config
+
+        tf_precrop.crop(model, flops=0.5, custom_rules={ChannelScale: ChannelScaleRule()})
+    """
 
     #: The rule creates a new channel group for its output (its config carries a width).
     produces_width = False
     #: Copy the layer's weights into the rebuilt model (data statistics rather than initial values).
     keep_weights = False
 
+    @abc.abstractmethod
     def connect(self, graph, call: Call) -> list:
-        raise NotImplementedError
+        """The output layouts of ``call`` (one per output tensor), given ``call.in_layouts``."""
 
     def terms(self, graph, call: Call, outs: list) -> list:
         """Default: every weight whose last axis is the channel axis scales with the input layout."""
@@ -432,24 +453,9 @@ _NAMED_RULES: dict[str, Callable[[], Rule]] = {
 }
 
 
-def register_layer(layer_class: type, rule) -> None:
-    """Tells tf_precrop how a custom layer class treats channels.
-
-    Args:
-        layer_class: a ``keras.layers.Layer`` subclass.
-        rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
-            ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
-            widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
-            ``"depthwise"``, or a ``tf_precrop.graph.registry.Rule`` instance.
-
-    Raises:
-        TypeError: if ``layer_class`` is not a Keras layer class or ``rule`` is not a rule.
-        ValueError: if ``rule`` is an unknown rule name.
-
-    Example:
-        >>> tf_precrop.register_layer(MyScale, "passthrough")
-    """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+def _as_rule(layer_class, rule) -> Rule:
+    """Checks a (layer class, rule name or Rule) pair as ``register_layer`` and ``custom_rules`` take it."""
+    if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras.Operation))):
         raise TypeError(f"`layer_class` must be a keras.layers.Layer subclass. Received: layer_class={layer_class!r}")
     if isinstance(rule, str):
         if rule not in _NAMED_RULES:
@@ -459,9 +465,93 @@ def register_layer(layer_class: type, rule) -> None:
         rule = _NAMED_RULES[rule]()
     if not isinstance(rule, Rule):
         raise TypeError(f"`rule` must be a rule name or a Rule instance. Received: rule={rule!r}")
-    REGISTRY[layer_class] = rule
+    return rule
 
 
-def rule_for(layer) -> Rule | None:
-    """The registered rule of a layer's exact class (subclasses may change what channels do)."""
+def register_layer(layer_class: type, rule) -> None:
+    """Tells tf_precrop, for every later call, how a custom layer class treats channels.
+
+    ``custom_rules={layer_class: rule}`` on ``count``/``plan``/``crop``/``preconfig`` does the same for one
+    call without changing global state.
+
+    Args:
+        layer_class: a ``keras.layers.Layer`` subclass.
+        rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
+            ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
+            widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
+            ``"depthwise"``, or a ``tf_precrop.Rule`` instance.
+
+    Raises:
+        TypeError: if ``layer_class`` is not a Keras layer class or ``rule`` is not a rule.
+        ValueError: if ``rule`` is an unknown rule name.
+
+    Example:
+        >>> tf_precrop.register_layer(MyScale, "passthrough")
+    """
+    REGISTRY[layer_class] = _as_rule(layer_class, rule)
+
+
+def resolve_rules(custom_rules) -> dict:
+    """Checks a ``custom_rules`` argument and returns it as ``{layer class: Rule}`` (empty for None).
+
+    Raises:
+        TypeError: if it is not a dict, or a key or value is not a layer class or rule.
+        ValueError: if a value is an unknown rule name.
+    """
+    if custom_rules is None:
+        return {}
+    if not isinstance(custom_rules, dict):
+        raise TypeError(
+            "`custom_rules` must be a dict {layer class: rule name or tf_precrop.Rule}. Received: "
+            f"custom_rules={custom_rules!r}"
+        )
+    return {cls: _as_rule(cls, rule) for cls, rule in custom_rules.items()}
+
+
+def rule_for(layer, custom_rules=None) -> Rule | None:
+    """The rule of a layer's exact class (subclasses may change what channels do): ``custom_rules`` (a
+    ``resolve_rules`` dict) first, then the global registry."""
+    if custom_rules:
+        rule = custom_rules.get(type(layer))
+        if rule is not None:
+            return rule
     return REGISTRY.get(type(layer))
+
+
+def supports(layer_or_class, custom_rules=None) -> bool:
+    """Whether tf_precrop understands a layer (a rule is registered for its exact class).
+
+    A layer it does not understand must be listed in ``ignored_layers`` (its widths stay fixed) or given a
+    rule (``custom_rules`` or ``register_layer``). docs/layers.md lists every ``keras.layers`` class.
+
+    Args:
+        layer_or_class: a Keras layer (or keras.ops operation) instance or class.
+        custom_rules: optional per-call rules, as passed to ``crop``.
+
+    Returns:
+        True if a rule is registered for the exact class.
+
+    Raises:
+        TypeError: if ``layer_or_class`` is neither a Keras layer nor a layer class.
+
+    Example:
+        >>> tf_precrop.supports(keras.layers.Conv2D), tf_precrop.supports(keras.layers.LSTM)
+        (True, False)
+    """
+    cls = layer_or_class if isinstance(layer_or_class, type) else type(layer_or_class)
+    if not issubclass(cls, (keras.layers.Layer, keras.Operation)):
+        raise TypeError(
+            "`layer_or_class` must be a Keras layer or layer class. Received: "
+            f"layer_or_class={layer_or_class!r}"
+        )
+    resolved = resolve_rules(custom_rules)
+    return (resolved.get(cls) or REGISTRY.get(cls)) is not None
+
+
+def support_kind(layer_class) -> str:
+    """``"pass-through"`` (channels flow through unchanged), ``"supported"`` (another rule) or ``"refused"``
+    (no rule: the layer must be ignored or given one), for the table in docs/layers.md."""
+    rule = REGISTRY.get(layer_class)
+    if rule is None:
+        return "refused"
+    return "pass-through" if type(rule) is PassThrough else "supported"

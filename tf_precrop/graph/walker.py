@@ -87,10 +87,18 @@ class ModelGraph:
         model: a Keras 3 functional or Sequential model (nested models allowed).
         ignored_layers: layer names (or nested paths "outer/inner") whose input and output widths stay
             fixed; also how unknown layers are accepted.
+        custom_rules: ``{layer class: Rule}`` (see ``registry.resolve_rules``), consulted before the global
+            registry.
+
+    Raises:
+        ValueError: naming every layer without a rule at once (after the whole walk), or for a graph it
+            cannot follow.
     """
 
-    def __init__(self, model, ignored_layers=()):
+    def __init__(self, model, ignored_layers=(), custom_rules=None):
         self.model = model
+        self.custom_rules = registry.resolve_rules(custom_rules)
+        self._unknown: list = []  # (path, layer) without a rule, reported together after the walk
         self.groups = GroupSet()
         self.records: dict[str, LayerRecord] = {}
         self.terms: list[registry.Term] = []
@@ -105,6 +113,8 @@ class ModelGraph:
         outputs = self._walk(functional, "", inputs)
         for lay in outputs:
             self.pin_layout(lay, "model output")
+        if self._unknown:
+            raise ValueError(unknown_layers_message(self._unknown))
         unknown = sorted(self._ignored - self._matched_ignored)
         if unknown:
             raise ValueError(f"`ignored_layers` names layers that are not in the model. Received: {unknown}")
@@ -143,14 +153,14 @@ class ModelGraph:
         return outs
 
     def _call(self, layer, path, node, in_layouts):
-        rule = registry.rule_for(layer)
+        rule = registry.rule_for(layer, self.custom_rules)
         ignored = self._is_ignored(layer, path)
-        if rule is None and not ignored:
-            raise ValueError(
-                f"Layer '{path}' of class {type(layer).__name__} is not supported: tf_precrop cannot tell how it "
-                f"treats channels. Pass ignored_layers=['{layer.name}'] to keep its input and output widths "
-                f"fixed, or describe it with tf_precrop.register_layer({type(layer).__name__}, ...)."
-            )
+        unknown = rule is None and not ignored
+        if unknown:
+            # Walk on with fixed widths so that one error can name every unknown layer of the model.
+            if id(layer) not in {id(seen) for _, seen in self._unknown}:
+                self._unknown.append((path, layer))
+            rule = registry.Fixed("no rule")
         rule = rule or registry.Fixed("listed in ignored_layers")
         record = self._by_layer.get(id(layer))
         first = record is None
@@ -182,7 +192,7 @@ class ModelGraph:
                     f"traced width {traced}, actual {shape[-1]}. Pass ignored_layers=['{layer.name}'] or "
                     "register a rule for it."
                 )
-        terms = rule.terms(self, call, outs)
+        terms = [] if unknown else rule.terms(self, call, outs)
         self.terms.extend(terms)
         if any(t.kind == registry.MACS for t in terms):
             self.terms.extend(_traffic_terms(call, outs))
@@ -246,6 +256,25 @@ class ModelGraph:
             return
         for seg in lay:
             self.groups.require_multiple(seg.group, multiple, scale=seg.mult)
+
+
+def unknown_layers_message(unknown: list) -> str:
+    """One error for every layer without a rule, ``unknown`` being (path, layer) pairs in graph order."""
+    names = ", ".join(f"'{path}' of class {type(layer).__name__}" for path, layer in unknown)
+    classes = list(dict.fromkeys(type(layer).__name__ for _, layer in unknown))
+    rules = ", ".join(f"{c}: rule" for c in classes)
+    paths = [path for path, _ in unknown]
+    if len(unknown) == 1:
+        head = f"Layer {names} is not supported: tf_precrop cannot tell how it treats channels."
+        its, whose = "its", "its class a rule"
+    else:
+        head = (f"{len(unknown)} layers are not supported: {names}. tf_precrop cannot tell how they treat "
+                "channels.")
+        its, whose = "their", "their classes rules"
+    return (
+        f"{head} Pass ignored_layers={paths!r} to keep {its} input and output widths fixed, or give {whose}: "
+        f"custom_rules={{{rules}}} or tf_precrop.register_layer({classes[0]}, rule)."
+    )
 
 
 def _check_static_inputs(functional):
