@@ -2,9 +2,13 @@
 
 A graph is a recipe (a tuple of blocks) drawn by hypothesis and built at 16x16x3 with widths >= 16, so an
 example takes a fraction of a second. Blocks: Conv2D (stride 1 or 2), grouped Conv2D (groups 2 or 4),
-DepthwiseConv2D (depth_multiplier 1 or 2), SeparableConv2D, BN/ReLU, residual Add (1x1 projection when the
-widths differ), Concatenate of two branches, squeeze-excite (GAP -> 1x1 reduce -> 1x1 expand sigmoid ->
-Multiply), MaxPooling; head Flatten+Dense or GAP+Dense.
+DepthwiseConv2D (depth_multiplier 1 or 2), SeparableConv2D, Conv2DTranspose (upsampling 1 or 2), BN/ReLU,
+residual Add (1x1 projection when the widths differ), Concatenate of two branches, squeeze-excite (GAP -> 1x1
+reduce -> 1x1 expand sigmoid -> Multiply), MaxPooling; head Flatten+Dense or GAP+Dense.
+
+The third test nests such a graph in Sequential/functional models (three deep, shared inner models) with
+ignored custom layers. Every example goes through crop(), which checks the rebuilt model against its plan
+(tf_precrop.verify): 330 examples in all.
 """
 
 import keras
@@ -31,7 +35,7 @@ def recipes(draw, max_blocks=3):
     for _ in range(draw(st.integers(1, max_blocks))):
         # A concatenation may feed anything: a grouped conv keeps each part divisible, and an SE gate or
         # identity add over it ties every part to one shared ratio (docs/method.md).
-        kinds = ["conv", "dw", "sep", "res", "cat", "group", "se"]
+        kinds = ["conv", "dw", "sep", "res", "cat", "group", "se", "tconv"]
         if size >= 4:
             kinds.append("pool")
         kind = draw(st.sampled_from(kinds))
@@ -66,6 +70,12 @@ def recipes(draw, max_blocks=3):
             second = draw(st.sampled_from(["conv3", "dw"]))
             blocks.append(("cat", a, b, second))
             width = a + (width if second == "dw" else b)
+        elif kind == "tconv":
+            # Upsampling only while the map is small, so examples stay cheap.
+            out, k = draw(WIDTHS), draw(st.sampled_from([2, 3]))
+            up = draw(st.sampled_from([1, 2])) if size <= 8 else 1
+            blocks.append(("tconv", out, k, up, norm))
+            width, size = out, size * up
         elif kind == "se":
             blocks.append(("se", draw(st.sampled_from([4, 8]))))
         elif kind == "pool":
@@ -76,17 +86,34 @@ def recipes(draw, max_blocks=3):
 
 
 def build(recipe) -> keras.Model:
-    L = keras.layers
     inputs = keras.Input(INPUT_SHAPE)
+    x = apply_blocks(_stem(inputs, recipe), recipe[1:-1])
+    return keras.Model(inputs, _head(x, recipe), name="fuzz")
+
+
+def _stem(inputs, recipe):
     _, stem_width, stem_stride = recipe[0]
-    x = L.Conv2D(stem_width, 3, strides=stem_stride, padding="same", name="stem")(inputs)
+    return keras.layers.Conv2D(stem_width, 3, strides=stem_stride, padding="same", name="stem")(inputs)
+
+
+def _head(x, recipe):
+    L = keras.layers
+    if recipe[-1][1] == "flatten":
+        x = L.Flatten(name="flatten")(x)
+    else:
+        x = L.GlobalAveragePooling2D(name="gap")(x)
+    return L.Dense(NUM_CLASSES, name="fc")(x)
+
+
+def apply_blocks(x, blocks):
+    L = keras.layers
 
     def bn_relu(x, norm, name):
         if norm:
             x = L.BatchNormalization(name=f"{name}_bn")(x)
         return L.ReLU(name=f"{name}_relu")(x)
 
-    for i, block in enumerate(recipe[1:-1]):
+    for i, block in enumerate(blocks):
         kind, name = block[0], f"b{i}_{block[0]}"
         if kind == "conv":
             _, out, k, stride, norm = block
@@ -102,6 +129,9 @@ def build(recipe) -> keras.Model:
         elif kind == "sep":
             _, out, stride, norm = block
             x = bn_relu(L.SeparableConv2D(out, 3, strides=stride, padding="same", name=name)(x), norm, name)
+        elif kind == "tconv":
+            _, out, k, up, norm = block
+            x = bn_relu(L.Conv2DTranspose(out, k, strides=up, padding="same", name=name)(x), norm, name)
         elif kind == "res":
             _, out, norm = block
             y = bn_relu(L.Conv2D(out, 3, padding="same", name=f"{name}_a")(x), norm, f"{name}_a")
@@ -125,12 +155,7 @@ def build(recipe) -> keras.Model:
             x = L.Multiply(name=f"{name}_gate")([x, s])
         elif kind == "pool":
             x = L.MaxPooling2D(2, name=name)(x)
-    if recipe[-1][1] == "flatten":
-        x = L.Flatten(name="flatten")(x)
-    else:
-        x = L.GlobalAveragePooling2D(name="gap")(x)
-    outputs = L.Dense(NUM_CLASSES, name="fc")(x)
-    return keras.Model(inputs, outputs, name="fuzz")
+    return x
 
 
 X = np.random.default_rng(0).random((2,) + INPUT_SHAPE, dtype=np.float32)
@@ -152,7 +177,7 @@ def _assert_unchanged(model, snapshot):
 def _assert_plan_holds(model, small, plan):
     assert small(X).shape == (2, NUM_CLASSES)
     assert small.count_params() == plan.params
-    assert tf_precrop.count(small).macs == plan.macs
+    assert tf_precrop.count(small, ignored_layers=plan.ignored_layers).macs == plan.macs
     assert [layer.name for layer in small.layers][1:] == [layer.name for layer in model.layers][1:]
 
 
@@ -190,4 +215,119 @@ def test_crop_params_budget_and_round_to(recipe, params, flops, round_to):
         key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
         dense, new = layer.get_config()[key], small.get_layer(layer.name).get_config()[key]
         assert new == dense or new % round_to == 0, (layer.name, dense, new, round_to)
+    _assert_unchanged(model, before)
+
+
+# --- Nesting and ignored custom layers --------------------------------------------------------------------
+# A body (stem, an optional nested model, the recipe's blocks) is itself a nested functional model, inside a
+# Sequential or a functional outer model: functional in Sequential, Sequential in functional and three deep
+# (Sequential > body > inner Sequential) all occur. The inner model may be shared (called twice in series),
+# and a custom layer without a rule may sit after the stem or before the head, listed in ignored_layers.
+
+
+class Double(keras.layers.Layer):
+    """A custom layer without a rule and without weights (reused as it is by the rebuild)."""
+
+    def call(self, x):
+        return x * 2.0
+
+
+class ChannelBias(keras.layers.Layer):
+    """A custom layer without a rule that holds a per-channel weight (its width stays fixed when ignored)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, x):
+        return x + self.bias
+
+
+@st.composite
+def nested_recipes(draw):
+    recipe = draw(recipes(max_blocks=2))
+    return (
+        recipe,
+        draw(st.sampled_from(["sequential", "functional"])),  # the outer model
+        draw(st.sampled_from([None, "sequential", "functional"])),  # the inner model inside the body
+        draw(st.booleans()),  # the inner model is called twice (shared)
+        draw(st.sampled_from([None, "double", "bias", "lambda"])),  # an ignored custom layer...
+        draw(st.sampled_from(["after_stem", "before_head"])),  # ...and where it sits
+        draw(st.booleans()),  # ignore it by nested path ("body/custom") rather than by name
+    )
+
+
+def _custom_layer(kind):
+    if kind == "double":
+        return Double(name="custom")
+    if kind == "bias":
+        return ChannelBias(name="custom")
+    return keras.layers.Lambda(lambda t: t * 2, name="custom")
+
+
+def _inner_model(kind, shape, shared):
+    """Width-preserving when shared in series (its output feeds its own input), else it widens."""
+    L = keras.layers
+    width = shape[-1]
+    out = width if shared else width + 8
+    if kind == "sequential":
+        return keras.Sequential([keras.Input(shape), L.Conv2D(out, 3, padding="same", name="inner_conv"),
+                                 L.ReLU(name="inner_relu")], name="inner")
+    inputs = keras.Input(shape)
+    y = L.Conv2D(out, 3, padding="same", name="inner_conv")(inputs)
+    skip = inputs if out == width else L.Conv2D(out, 1, name="inner_proj")(inputs)
+    return keras.Model(inputs, L.Add(name="inner_add")([skip, y]), name="inner")
+
+
+def build_nested(spec):
+    recipe, outer, inner, shared, custom, where, by_path = spec
+    inputs = keras.Input(INPUT_SHAPE)
+    x = _stem(inputs, recipe)
+    if custom and where == "after_stem":
+        x = _custom_layer(custom)(x)
+    if inner:
+        model = _inner_model(inner, tuple(x.shape[1:]), shared)
+        x = model(x)
+        if shared:
+            x = model(keras.layers.ReLU(name="between")(x))
+    x = apply_blocks(x, recipe[1:-1])
+    if custom and where == "before_head":
+        x = _custom_layer(custom)(x)
+    body = keras.Model(inputs, x, name="body")
+    head = [keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(NUM_CLASSES, name="fc")]
+    if outer == "sequential":
+        model = keras.Sequential([keras.Input(INPUT_SHAPE), body, *head], name="fuzz_nested")
+    else:
+        outer_in = keras.Input(INPUT_SHAPE)
+        model = keras.Model(outer_in, head[1](head[0](body(outer_in))), name="fuzz_nested")
+    ignored = [] if not custom else ["body/custom" if by_path else "custom"]
+    return model, ignored
+
+
+def _least_macs_ratio(model, ignored):
+    """MACs ratio with every free group at its minimum width (ignored layers pin theirs)."""
+    from tf_precrop import solver
+    from tf_precrop.graph.walker import ModelGraph
+
+    problem = solver.Problem(ModelGraph(model, ignored_layers=ignored))
+    return problem.ratio_at("macs", problem.min_log)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=nested_recipes(), fraction=st.floats(0.2, 0.9))
+def test_crop_nested_models_and_ignored_layers(spec, fraction):
+    model, ignored = build_nested(spec)
+    before = _snapshot(model)
+    # The budget is drawn within what the pinned widths leave reachable.
+    least = _least_macs_ratio(model, ignored)
+    target = min(1.0, least + fraction * (1 - least) + 1e-6)
+    plan = tf_precrop.plan(model, flops=target, ignored_layers=ignored)
+    assert plan.ignored_layers == ignored
+    small = tf_precrop.crop(model, plan, seed=0)  # checked against the plan inside crop (the guarantee)
+    _assert_plan_holds(model, small, plan)
+    assert plan.macs_ratio <= target
+    assert type(small) is type(model)
+    if spec[2] is not None:  # the inner model is rebuilt, and cropped when its group is free
+        assert small.get_layer("body").get_layer("inner") is not model.get_layer("body").get_layer("inner")
+    if spec[4] in ("double", "lambda"):  # weightless ignored layers are reused
+        assert small.get_layer("body").get_layer("custom") is model.get_layer("body").get_layer("custom")
     _assert_unchanged(model, before)
