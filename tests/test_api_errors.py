@@ -202,8 +202,8 @@ def test_from_json_raises_value_error_on_malformed_plans():
         ("[1, 2", "Not a JSON plan"),
         ("[]", "Unsupported plan format_version. Expected one of [1, 2], received: None"),
         (json.dumps({**good, "format_version": 9}), "Unsupported plan format_version."),
-        (json.dumps({k: v for k, v in good.items() if k != "layers"}), "Malformed plan (format_version 2): "
-                                                                        "KeyError('layers')"),
+        (json.dumps({k: v for k, v in good.items() if k != "layers"}),
+         "Malformed plan (format_version 2): KeyError('layers')"),
         (json.dumps({**good, "layers": [{"name": "x"}]}), "Malformed plan (format_version 2): TypeError"),
         (json.dumps({**good, "extra": 1}), "Malformed plan (format_version 2): TypeError"),
     ]:

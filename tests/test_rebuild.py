@@ -88,14 +88,18 @@ def test_count_report_matches_keras():
     assert "Total" in report.summary()
 
 
-def test_ignored_python_lambda_is_reused_and_runs():
-    # from_config refuses a Python lambda in safe mode; an ignored, weightless layer is reused instead.
+def _with_lambda():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(16, 3, name="conv")(inputs)
     x = keras.layers.Lambda(lambda t: t * 2, name="double")(x)
     x = keras.layers.Conv2D(16, 3, name="conv2")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    return keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+
+
+def test_ignored_python_lambda_is_reused_and_runs():
+    # from_config refuses a Python lambda in safe mode; an ignored, weightless layer is reused instead.
+    model = _with_lambda()
     config = model.get_config()
     plan = tf_precrop.plan(model, flops=0.5, ignored_layers=["double"])
     small = tf_precrop.crop(model, plan)  # no ignored_layers again: the plan carries them
@@ -103,3 +107,12 @@ def test_ignored_python_lambda_is_reused_and_runs():
     assert small.get_layer("double") is model.get_layer("double")
     assert small(np.ones((1, 8, 8, 3), np.float32)).shape == (1, 2)
     assert model.get_config() == config
+
+
+def test_preconfig_forwards_ignored_layers():
+    model = _with_lambda()
+    plan = tf_precrop.preconfig_plan(model, flops=1.0, max_ratio=1.5, ignored_layers=["double"])
+    assert plan.ignored_layers == ["double"]
+    wide = tf_precrop.preconfig(model, flops=1.0, max_ratio=1.5, ignored_layers=["double"], seed=0)
+    assert wide.count_params() == plan.params
+    assert wide.get_layer("conv").filters == 16  # pinned by the ignored Lambda after it

@@ -26,7 +26,7 @@ def _layer_classes() -> dict:
 
 def _distinct(kind):
     seen = {}
-    for name, cls in _layer_classes().items():
+    for cls in _layer_classes().values():
         if registry.support_kind(cls) == kind and cls is not L.InputLayer:
             seen.setdefault(cls.__name__, cls)
     return sorted(seen.values(), key=lambda c: c.__name__)

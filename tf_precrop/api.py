@@ -7,8 +7,7 @@ import numbers
 from tf_precrop import latency_model as latency_model_lib
 from tf_precrop import plan as plan_lib
 from tf_precrop import rebuild as rebuild_lib
-from tf_precrop import solver
-from tf_precrop import verify
+from tf_precrop import solver, verify
 from tf_precrop.graph import registry
 from tf_precrop.graph.walker import ModelGraph
 from tf_precrop.plan import CropPlan
