@@ -110,7 +110,12 @@ class ModelGraph:
         functional = functional_graph(model)
         _check_static_inputs(functional)
         inputs = [self._input_layout(t, f"input '{t._keras_history.operation.name}'") for t in functional.inputs]
-        outputs = self._walk(functional, "", inputs)
+        try:
+            outputs = self._walk(functional, "", inputs)
+        except (ValueError, TypeError, AttributeError) as err:
+            if self._unknown:  # a graph past an unknown layer may not make sense: name the unknown ones
+                raise ValueError(unknown_layers_message(self._unknown)) from err
+            raise
         for lay in outputs:
             self.pin_layout(lay, "model output")
         if self._unknown:
