@@ -61,6 +61,7 @@ class Call:
     in_shapes: list
     out_shapes: list
     first: bool  # first call of this layer object (params are counted once)
+    arguments: object = None  # the node's call arguments (keras.ops keys, constants), for op rules
 
 
 class Rule:
@@ -82,6 +83,11 @@ class Rule:
 
     def rewrite(self, config: dict, widths: "Widths") -> dict:
         return config
+
+    def rewrite_op(self, op, node, args, kwargs):
+        """A keras.ops node in the rebuilt graph: ``(op, args, kwargs)`` to call, ``args`` holding the new
+        tensors. Op rules (tf_precrop.graph.op_rules) rewrite arguments that hold widths; default: reuse."""
+        return op, args, kwargs
 
 
 class Widths:
@@ -353,7 +359,9 @@ class Fixed(Rule):
         return [graph.fixed_layout(call, shape[-1], index=i) for i, shape in enumerate(call.out_shapes)]
 
     def terms(self, graph, call, outs):
-        return [] if not call.first else [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
+        if not call.first or not isinstance(call.layer, keras.layers.Layer):  # a keras.ops op has no params
+            return []
+        return [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
 
 
 class LayerScale(PassThrough):
@@ -436,7 +444,9 @@ def register_layer(layer_class: type, rule) -> None:
     """Tells tf_precrop how a custom layer class treats channels.
 
     Args:
-        layer_class: a ``keras.layers.Layer`` subclass.
+        layer_class: a ``keras.layers.Layer`` subclass, or a ``keras.Operation`` subclass (a keras.ops op
+            recorded in a functional graph, e.g. ``keras.src.ops.numpy.Pad``; for ops the named rules are
+            ``"passthrough"``, ``"merge"`` and ``"fixed"``).
         rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
             ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
             widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
@@ -449,8 +459,20 @@ def register_layer(layer_class: type, rule) -> None:
     Example:
         >>> tf_precrop.register_layer(MyScale, "passthrough")
     """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(f"`layer_class` must be a keras.layers.Layer subclass. Received: layer_class={layer_class!r}")
+    if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras.Operation))):
+        raise TypeError(
+            "`layer_class` must be a keras.layers.Layer or keras.Operation subclass. Received: "
+            f"layer_class={layer_class!r}"
+        )
+    if isinstance(rule, str) and not issubclass(layer_class, keras.layers.Layer):
+        from tf_precrop.graph import op_rules
+
+        if rule not in op_rules.NAMED_OP_RULES:
+            raise ValueError(
+                f"{layer_class.__name__} is a keras.Operation (no weights of its own): allowed rules are "
+                f"{sorted(op_rules.NAMED_OP_RULES)} or a Rule instance. Received: rule={rule!r}"
+            )
+        rule = op_rules.NAMED_OP_RULES[rule]()
     if isinstance(rule, str):
         if rule not in _NAMED_RULES:
             raise ValueError(
@@ -465,3 +487,13 @@ def register_layer(layer_class: type, rule) -> None:
 def rule_for(layer) -> Rule | None:
     """The registered rule of a layer's exact class (subclasses may change what channels do)."""
     return REGISTRY.get(type(layer))
+
+
+def _register_op_rules() -> None:
+    # keras.ops nodes (pad, split, relu, mean...) have their own module of rules; see docs/method.md.
+    from tf_precrop.graph import op_rules
+
+    REGISTRY.update(op_rules.op_registry())
+
+
+_register_op_rules()
