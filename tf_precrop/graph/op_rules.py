@@ -59,9 +59,11 @@ def describe(layer, path: str | None = None) -> str:
     return f"Operation '{path}' ({origin} {cls.__name__})"
 
 
-def _class_path(cls) -> str:
-    """How the user can name a class in ``register_layer``: ops classes are not exported by keras.ops."""
-    return cls.__name__ if not cls.__module__.startswith("keras.src") else f"{cls.__module__}.{cls.__name__}"
+def _class_path(layer) -> str:
+    """How the user can name the class in ``register_layer``: keras.ops does not export its op classes."""
+    cls = type(layer)
+    return f"{cls.__module__}.{cls.__name__}" if is_op(layer) and cls.__module__.startswith("keras.src") else (
+        cls.__name__)
 
 
 def unsupported_message(layer, path: str) -> str:
@@ -75,7 +77,7 @@ def unsupported_message(layer, path: str) -> str:
     return (
         f"{describe(layer, path)} is not supported: tf_precrop cannot tell how it treats channels. Pass "
         f"ignored_layers=['{layer.name}'] to keep its input and output widths fixed, or {how} with "
-        f"tf_precrop.register_layer({_class_path(type(layer))}, ...)."
+        f"tf_precrop.register_layer({_class_path(layer)}, ...)."
     )
 
 
