@@ -284,3 +284,14 @@ def test_describe_names_layers_and_ops():
     model = _model(lambda x: ops.pad(x, 1), head=False)
     pad = next(op for op in model.operations if type(op).__name__ == "Pad")
     assert op_rules.describe(pad, "outer/pad") == "Operation 'outer/pad' (keras.ops Pad)"
+
+
+def test_ops_inside_a_nested_model_are_rebuilt_there():
+    inner_in = keras.Input((8, 8, 16))
+    a, b = ops.split(inner_in, 2, axis=-1)
+    inner = keras.Model(inner_in, ops.concatenate([ops.relu(a), layers.Conv2D(8, 1, name="ib")(b)], axis=-1),
+                        name="inner")
+    plan, small = _crop_checks(_model(inner, width=16))
+    width = plan.widths["c1"]
+    assert width < 16 and width % 2 == 0
+    assert small.get_layer("inner").output.shape[-1] == width // 2 + plan.widths["inner/ib"]
