@@ -31,11 +31,8 @@ def recipes(draw, max_blocks=4):
     blocks = [("stem", width, draw(st.sampled_from(sorted(ACTIVATIONS))))]
     size = INPUT_SHAPE[0]
     for _ in range(draw(st.integers(1, max_blocks))):
-        kinds = ["conv", "pad", "chanpad", "res", "se", "se_reshape"]
-        if width % 2 == 0:
-            kinds.append("csp")
-        if width >= 4:
-            kinds.append("split_at")
+        # Widths stay even (channel pads of 2 or 4), so an equal split is always valid.
+        kinds = ["csp", "split_at", "conv", "pad", "chanpad", "res", "se", "se_reshape"]
         if size >= 6:
             kinds.append("pool")
         kind = draw(st.sampled_from(kinds))
@@ -44,7 +41,7 @@ def recipes(draw, max_blocks=4):
             width = draw(st.sampled_from([8, 12, 16]))
             blocks.append((kind, width, act))
         elif kind == "chanpad":
-            pad = draw(st.integers(1, 3))
+            pad = draw(st.sampled_from([2, 4]))
             width += pad
             blocks.append((kind, pad, act))
         elif kind == "csp":
