@@ -489,7 +489,16 @@ _REFUSED = {
 
 
 def op_registry() -> dict:
-    """The keras.ops classes tf_precrop understands (or refuses with a reason), class -> rule."""
+    """The keras.ops classes tf_precrop understands (or refuses with a reason).
+
+    Returns:
+        A dict ``op class -> Rule`` that ``tf_precrop.graph.registry`` adds to its table; classes missing from
+        the installed Keras are skipped.
+
+    Example:
+        >>> op_registry()[keras.src.ops.numpy.Pad]
+        <tf_precrop.graph.op_rules.PadOp object at ...>
+    """
     from keras.src.ops import core, image, nn
     from keras.src.ops import math as kmath
     from keras.src.ops import numpy as knp
@@ -527,7 +536,18 @@ NAMED_OP_RULES = {"passthrough": ElementwiseOp, "merge": ElementwiseOp, "fixed":
 
 
 def rebuild_op(op, node, args, kwargs):
-    """The op and call arguments of one op node in the rebuilt graph (``args`` hold the new tensors).
+    """The op and call arguments of one op node in the rebuilt graph.
+
+    Args:
+        op: the user's op object.
+        node: its node in the user's graph (old input and output shapes, call arguments).
+        args, kwargs: the call arguments with the rebuilt model's tensors filled in.
+
+    Returns:
+        ``(new_op, args, kwargs)`` to call: ``new_op(*args, **kwargs)``.
+
+    Example:
+        >>> new_op, args, kwargs = rebuild_op(split, node, (x_new,), {})  # indices scaled to x_new's width
 
     An op without a rule (listed in ``ignored_layers``), or whose rule keeps it, is copied: calling the
     user's op object would add nodes to the user's graph. Only an op that cannot be serialized is reused.

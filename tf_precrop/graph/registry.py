@@ -458,6 +458,7 @@ def register_layer(layer_class: type, rule) -> None:
 
     Example:
         >>> tf_precrop.register_layer(MyScale, "passthrough")
+        >>> tf_precrop.register_layer(keras.src.ops.nn.Glu, "fixed")  # a keras.ops op class
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras.Operation))):
         raise TypeError(
