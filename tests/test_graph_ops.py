@@ -234,11 +234,12 @@ def test_unknown_op_message_says_it_is_an_op_and_its_advice_works():
     name = _op_name(model, "Glu")
     with pytest.raises(ValueError) as err:
         tf_precrop.plan(model, flops=0.5)
-    assert str(err.value) == (
+    message = str(err.value)
+    assert message.startswith(
         f"Operation '{name}' (keras.ops Glu) is not supported: tf_precrop cannot tell how it treats channels. "
-        f"Pass ignored_layers=['{name}'] to keep its input and output widths fixed, or register a rule for its "
-        "class with tf_precrop.register_layer(keras.src.ops.nn.Glu, ...)."
-    )
+        f"Pass ignored_layers=['{name}'] to keep its input and output widths fixed, or "
+    ), message
+    assert "tf_precrop.register_layer(keras.src.ops.nn.Glu, " in message
     plan, _ = _crop_checks(model, flops=0.9, ignored_layers=[name])
     assert plan.layer(name).params == 0 and plan.widths["c1"] == 16
 

@@ -37,15 +37,16 @@ def is_op(obj) -> bool:
     return isinstance(obj, keras.Operation) and not isinstance(obj, keras.layers.Layer)
 
 
-def describe(layer, path: str | None = None) -> str:
+def describe(layer, path: str | None = None, *, short: bool = False) -> str:
     """How messages name a graph node: ``Layer 'x' of class Y`` or ``Operation 'x' (keras.ops Pad)``.
 
     Args:
         layer: a layer or a keras.ops operation of the graph.
         path: its path in the model ("outer/inner"); defaults to its name.
+        short: the form for a list of nodes: ``'x' of class Y`` or ``operation 'x' (keras.ops Pad)``.
 
     Returns:
-        The phrase, starting with a capital letter.
+        The phrase (starting with a capital letter unless ``short``).
 
     Example:
         >>> describe(pad_op)
@@ -54,12 +55,12 @@ def describe(layer, path: str | None = None) -> str:
     path = layer.name if path is None else path
     cls = type(layer)
     if not is_op(layer):
-        return f"Layer '{path}' of class {cls.__name__}"
+        return f"'{path}' of class {cls.__name__}" if short else f"Layer '{path}' of class {cls.__name__}"
     origin = "keras.ops" if cls.__module__.startswith("keras.src.ops") else "keras.Operation"
-    return f"Operation '{path}' ({origin} {cls.__name__})"
+    return f"{'operation' if short else 'Operation'} '{path}' ({origin} {cls.__name__})"
 
 
-def _class_path(layer) -> str:
+def class_path(layer) -> str:
     """How the user can name the class in ``register_layer``: keras.ops does not export its op classes."""
     cls = type(layer)
     return f"{cls.__module__}.{cls.__name__}" if is_op(layer) and cls.__module__.startswith("keras.src") else (
@@ -77,7 +78,7 @@ def unsupported_message(layer, path: str) -> str:
     return (
         f"{describe(layer, path)} is not supported: tf_precrop cannot tell how it treats channels. Pass "
         f"ignored_layers=['{layer.name}'] to keep its input and output widths fixed, or {how} with "
-        f"tf_precrop.register_layer({_class_path(layer)}, ...)."
+        f"tf_precrop.register_layer({class_path(layer)}, ...)."
     )
 
 
