@@ -62,6 +62,7 @@ class Call:
     in_shapes: list
     out_shapes: list
     first: bool  # first call of this layer object (params are counted once)
+    arguments: object = None  # the node's call arguments (keras.ops keys, constants), for op rules
 
 
 class Rule(abc.ABC):
@@ -103,6 +104,11 @@ class Rule(abc.ABC):
 
     def rewrite(self, config: dict, widths: "Widths") -> dict:
         return config
+
+    def rewrite_op(self, op, node, args, kwargs):
+        """A keras.ops node in the rebuilt graph: ``(op, args, kwargs)`` to call, ``args`` holding the new
+        tensors. Op rules (tf_precrop.graph.op_rules) rewrite arguments that hold widths; default: reuse."""
+        return op, args, kwargs
 
 
 class Widths:
@@ -374,7 +380,9 @@ class Fixed(Rule):
         return [graph.fixed_layout(call, shape[-1], index=i) for i, shape in enumerate(call.out_shapes)]
 
     def terms(self, graph, call, outs):
-        return [] if not call.first else [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
+        if not call.first or not isinstance(call.layer, keras.layers.Layer):  # a keras.ops op has no params
+            return []
+        return [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
 
 
 class LayerScale(PassThrough):
@@ -456,7 +464,19 @@ _NAMED_RULES: dict[str, Callable[[], Rule]] = {
 def _as_rule(layer_class, rule) -> Rule:
     """Checks a (layer class, rule name or Rule) pair as ``register_layer`` and ``custom_rules`` take it."""
     if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras.Operation))):
-        raise TypeError(f"`layer_class` must be a keras.layers.Layer subclass. Received: layer_class={layer_class!r}")
+        raise TypeError(
+            "`layer_class` must be a keras.layers.Layer or keras.Operation subclass. Received: "
+            f"layer_class={layer_class!r}"
+        )
+    if isinstance(rule, str) and not issubclass(layer_class, keras.layers.Layer):
+        from tf_precrop.graph import op_rules
+
+        if rule not in op_rules.NAMED_OP_RULES:
+            raise ValueError(
+                f"{layer_class.__name__} is a keras.Operation (no weights of its own): allowed rules are "
+                f"{sorted(op_rules.NAMED_OP_RULES)} or a Rule instance. Received: rule={rule!r}"
+            )
+        rule = op_rules.NAMED_OP_RULES[rule]()
     if isinstance(rule, str):
         if rule not in _NAMED_RULES:
             raise ValueError(
@@ -475,7 +495,9 @@ def register_layer(layer_class: type, rule) -> None:
     call without changing global state.
 
     Args:
-        layer_class: a ``keras.layers.Layer`` subclass.
+        layer_class: a ``keras.layers.Layer`` subclass, or a ``keras.Operation`` subclass (a keras.ops op
+            recorded in a functional graph, e.g. ``keras.src.ops.numpy.Pad``; for ops the named rules are
+            ``"passthrough"``, ``"merge"`` and ``"fixed"``).
         rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
             ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
             widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
@@ -555,3 +577,13 @@ def support_kind(layer_class) -> str:
     if rule is None:
         return "refused"
     return "pass-through" if type(rule) is PassThrough else "supported"
+
+
+def _register_op_rules() -> None:
+    # keras.ops nodes (pad, split, relu, mean...) have their own module of rules; see docs/method.md.
+    from tf_precrop.graph import op_rules
+
+    REGISTRY.update(op_rules.op_registry())
+
+
+_register_op_rules()

@@ -10,7 +10,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph import registry
+from tf_precrop.graph import op_rules, registry
 from tf_precrop.graph.groups import GroupSet
 from tf_precrop.graph.layout import Layout
 
@@ -184,6 +184,7 @@ class ModelGraph:
             in_shapes=[tuple(t.shape) for t in node.input_tensors],
             out_shapes=[tuple(t.shape) for t in node.output_tensors],
             first=first,
+            arguments=node.arguments,
         )
         outs = rule.connect(self, call)
         if ignored:
@@ -265,12 +266,13 @@ class ModelGraph:
 
 def unknown_layers_message(unknown: list) -> str:
     """One error for every layer without a rule, ``unknown`` being (path, layer) pairs in graph order."""
-    names = ", ".join(f"'{path}' of class {type(layer).__name__}" for path, layer in unknown)
-    classes = list(dict.fromkeys(type(layer).__name__ for _, layer in unknown))
+    names = ", ".join(op_rules.describe(layer, path, short=True) for path, layer in unknown)
+    classes = list(dict.fromkeys(op_rules.class_path(layer) for _, layer in unknown))
     rules = ", ".join(f"{c}: rule" for c in classes)
     paths = [path for path, _ in unknown]
     if len(unknown) == 1:
-        head = f"Layer {names} is not supported: tf_precrop cannot tell how it treats channels."
+        path, layer = unknown[0]
+        head = f"{op_rules.describe(layer, path)} is not supported: tf_precrop cannot tell how it treats channels."
         its, whose = "its", "its class a rule"
     else:
         head = (f"{len(unknown)} layers are not supported: {names}. tf_precrop cannot tell how they treat "
