@@ -87,10 +87,11 @@ class Rule:
 class Widths:
     """New widths of a rebuilt layer call: input and output layout widths."""
 
-    def __init__(self, in_widths, out_widths, produced=None):
+    def __init__(self, in_widths, out_widths, produced=None, inner=None):
         self.inputs = in_widths
         self.outputs = out_widths
         self.produced = produced  # width of the group this layer produces, if any
+        self.inner = inner  # composite layers: named inner width -> new width
 
 
 def _size(shape) -> int:
@@ -353,7 +354,11 @@ class Fixed(Rule):
         return [graph.fixed_layout(call, shape[-1], index=i) for i, shape in enumerate(call.out_shapes)]
 
     def terms(self, graph, call, outs):
-        return [] if not call.first else [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
+        # Fixed widths do not mean free: its kernels' MACs at the dense widths still count (docs/method.md,
+        # "Ignored layers still cost").
+        from tf_precrop.graph import probe
+
+        return probe.fixed_terms(call)
 
 
 class LayerScale(PassThrough):
@@ -462,6 +467,25 @@ def register_layer(layer_class: type, rule) -> None:
     REGISTRY[layer_class] = rule
 
 
+_KERAS_HUB_LOADED = False
+
+
 def rule_for(layer) -> Rule | None:
     """The registered rule of a layer's exact class (subclasses may change what channels do)."""
-    return REGISTRY.get(type(layer))
+    rule = REGISTRY.get(type(layer))
+    if rule is None and type(layer).__module__.startswith("keras_hub."):
+        _load_keras_hub_rules()
+        rule = REGISTRY.get(type(layer))
+    return rule
+
+
+def _load_keras_hub_rules():
+    """Registers the keras_hub block rules the first time a keras_hub layer is met (keras_hub is optional)."""
+    global _KERAS_HUB_LOADED
+    if _KERAS_HUB_LOADED:
+        return
+    _KERAS_HUB_LOADED = True
+    from tf_precrop.graph import keras_hub_rules
+
+    for layer_class, rule in keras_hub_rules.rules().items():
+        REGISTRY.setdefault(layer_class, rule)

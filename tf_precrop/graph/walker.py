@@ -78,6 +78,7 @@ class LayerRecord:
     out_layouts: list
     produced: int | None = None  # group id of the width the layer's config carries
     calls: int = 0
+    inner: dict = dataclasses.field(default_factory=dict)  # composite layers: named width -> Layout
 
 
 class ModelGraph:
@@ -198,7 +199,16 @@ class ModelGraph:
                 return True
         return False
 
+    def is_fixed(self, record: LayerRecord) -> bool:
+        """The layer keeps every width (ignored, or a "fixed" rule); its cost still counts."""
+        return isinstance(record.rule, registry.Fixed) or bool(
+            {record.path, record.layer.name} & self._matched_ignored)
+
     # --- What rules may ask of the graph ---------------------------------------------------------------
+    def record_of(self, call) -> LayerRecord:
+        """The record of a call's layer object (composite rules keep their inner widths in it)."""
+        return self._by_layer[id(call.layer)]
+
     def producer_group(self, call, width) -> int:
         """The group a width-carrying layer produces (one per layer object, shared across calls)."""
         record = self._by_layer[id(call.layer)]
