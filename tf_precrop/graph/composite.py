@@ -26,9 +26,7 @@ import json
 from fractions import Fraction
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph import probe
-from tf_precrop.graph import registry
-
+from tf_precrop.graph import probe, registry
 
 # (class, config, input shape) -> sub-call widths at perturbed widths: blocks repeat, probing is not free.
 _PROBE_CACHE: dict = {}

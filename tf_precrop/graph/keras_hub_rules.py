@@ -110,11 +110,16 @@ class SpatialPyramidPoolingRule(Composite):
 def rules() -> dict:
     """keras_hub layer class -> rule (empty when keras_hub is not importable)."""
     try:
-        from keras_hub.src.models.deeplab_v3.deeplab_v3_layers import SpatialPyramidPooling
+        from keras_hub.src.models.deeplab_v3.deeplab_v3_layers import (
+            SpatialPyramidPooling,
+        )
         from keras_hub.src.models.efficientnet.fusedmbconv import FusedMBConvBlock
         from keras_hub.src.models.efficientnet.mbconv import MBConvBlock
-        from keras_hub.src.models.mobilenet.mobilenet_backbone import (ConvBnActBlock, DepthwiseConvBlock,
-                                                                      InvertedResidualBlock)
+        from keras_hub.src.models.mobilenet.mobilenet_backbone import (
+            ConvBnActBlock,
+            DepthwiseConvBlock,
+            InvertedResidualBlock,
+        )
     except ImportError:
         return {}
     return {

@@ -21,7 +21,8 @@ import dataclasses
 import threading
 
 import keras
-from keras.src import backend as keras_backend  # compute_output_spec: symbolic shape inference, any backend
+# compute_output_spec: Keras' symbolic shape inference, on any backend.
+from keras.src import backend as keras_backend
 from keras.src.layers.layer import Layer as _BaseLayer
 
 from tf_precrop.graph import registry
