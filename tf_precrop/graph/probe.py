@@ -21,6 +21,7 @@ import dataclasses
 import threading
 
 import keras
+
 # compute_output_spec: Keras' symbolic shape inference, on any backend.
 from keras.src import backend as keras_backend
 from keras.src.layers.layer import Layer as _BaseLayer
