@@ -89,9 +89,17 @@ class Composite(registry.Rule, abc.ABC):
         if out_width != call.out_shapes[0][-1]:
             raise ValueError(f"The rule of '{call.path}' ({type(layer).__name__}) declares output width "
                              f"{out_width}, but the layer outputs {call.out_shapes[0][-1]}.")
-        if self.tied_output(config):
-            # Equal widths add a residual, unequal ones do not: keep the dense proportion either way.
-            out = layout_lib.scaled(in_layout, Fraction(out_width, in_width))
+        if self.tied_output(config) and out_width == in_width:
+            out = in_layout  # the block adds its input: one width
+        elif self.tied_output(config):
+            # Unequal widths add no residual; keeping their dense proportion keeps them unequal.
+            gid = graph.producer_group(call, out_width)
+            out = layout_lib.single(gid)
+            if len(in_layout) == 1:
+                seg = in_layout[0]
+                graph.groups.tie(gid, seg.group, Fraction(out_width, in_width) * seg.mult, reason=call.path)
+            else:
+                graph.pin_layout(out, f"'{call.path}' must keep its output width unequal to its input width")
         else:
             out = layout_lib.single(graph.producer_group(call, out_width))
         record.inner["out"] = out
@@ -110,8 +118,9 @@ class Composite(registry.Rule, abc.ABC):
         out_width, inner = self.widths(config, in_width)
         dense = {"in": in_width, "out": out_width, **{n: s.width for n, s in inner.items()}}
         # Widths that move together: "in" carries "out" when they are tied.
-        variables = {"in": ("in", "out") if self.tied_output(config) else ("in",)}
-        if not self.tied_output(config):
+        tied = self.tied_output(config)
+        variables = {"in": ("in", "out") if tied else ("in",)}
+        if not tied:
             variables["out"] = ("out",)
         variables.update({n: (n,) for n in inner})
         base_calls = probe.record_calls(layer, list(call.in_shapes))
@@ -128,7 +137,7 @@ class Composite(registry.Rule, abc.ABC):
                 total += delta
                 if not delta:
                     continue
-                if var == "in":
+                if var == "in":  # with "out" tied to it, a change of either is a multiple of the input's
                     segments.extend(layout_lib.scaled(in_layout, Fraction(delta, in_width)))
                 else:
                     segments.extend(layout_lib.scaled(record.inner[var], Fraction(delta, dense[var])))
@@ -151,7 +160,7 @@ class Composite(registry.Rule, abc.ABC):
 
     def _perturbed_widths(self, layer, config, dense, variables, in_shape, path) -> dict:
         """Per free width: the channel widths of every sub-call when that width is doubled (cached)."""
-        key = (type(layer), json.dumps(config, sort_keys=True, default=repr), in_shape)
+        key = (type(self), type(layer), json.dumps(config, sort_keys=True, default=repr), in_shape)
         if key not in _PROBE_CACHE:
             deltas = {}
             for var, names in variables.items():

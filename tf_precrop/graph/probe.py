@@ -68,7 +68,9 @@ _state = threading.local()
 def _recording_call(original):
     def __call__(self, *args, **kwargs):
         recorder = getattr(_state, "recorder", None)
-        if recorder is None or recorder.inside_leaf or not _is_leaf(self):
+        if recorder is None or recorder.inside_leaf or not _is_leaf(self) or any(
+                isinstance(x, keras.KerasTensor) for x in keras.tree.flatten((args, kwargs))):
+            # Symbolic calls on KerasTensors build nested models; they are not the probed call.
             return original(self, *args, **kwargs)
         recorder.inside_leaf = True
         try:
@@ -87,7 +89,8 @@ def record_calls(layer, input_shapes: list) -> list:
     """Runs ``layer.call`` symbolically on inputs of the given shapes and returns its leaf sub-layer calls.
 
     Args:
-        layer: a Keras layer (built or not; an unbuilt one is built at these shapes).
+        layer: a Keras layer (built or not; an unbuilt one, e.g. a fresh clone, is built by one symbolic call
+            at these shapes).
         input_shapes: one shape per input tensor, batch axis included (None allowed).
 
     Returns:
@@ -99,7 +102,8 @@ def record_calls(layer, input_shapes: list) -> list:
     """
     specs = [keras.KerasTensor(shape, dtype=layer.compute_dtype) for shape in input_shapes]
     if not layer.built:
-        layer.build(input_shapes[0] if len(input_shapes) == 1 else input_shapes)
+        # Build it as a model would, by a symbolic call (a fresh clone's sub-layers build on first use).
+        layer(*specs)
     recorder = _Recorder()
     with _LOCK:
         original = _BaseLayer.__call__
