@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 
 import keras
 
@@ -29,6 +30,9 @@ from keras.src.layers.layer import Layer as _BaseLayer
 from tf_precrop.graph import registry
 
 _LOCK = threading.Lock()
+# layer -> {input shapes: calls}. A built layer's sub-layers do not change; count, plan and crop each walk the
+# model, and a symbolic trace costs ~0.2 s per block on TensorFlow. Weak keys: the cache never keeps a model alive.
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -100,6 +104,9 @@ def record_calls(layer, input_shapes: list) -> list:
         >>> calls = record_calls(my_block, [(None, 32, 32, 16)])
         >>> [(type(c.layer).__name__, c.out_shapes) for c in calls]
     """
+    key = tuple(tuple(shape) for shape in input_shapes)
+    if layer.built and key in _CACHE.get(layer, {}):
+        return _CACHE[layer][key]
     specs = [keras.KerasTensor(shape, dtype=layer.compute_dtype) for shape in input_shapes]
     if not layer.built:
         # Build it as a model would, by a symbolic call (a fresh clone's sub-layers build on first use).
@@ -114,6 +121,7 @@ def record_calls(layer, input_shapes: list) -> list:
         finally:
             _BaseLayer.__call__ = original
             _state.recorder = None
+    _CACHE.setdefault(layer, {})[key] = recorder.calls
     return recorder.calls
 
 
