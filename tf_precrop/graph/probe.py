@@ -32,7 +32,7 @@ from tf_precrop.graph import registry
 _LOCK = threading.Lock()
 # layer -> {input shapes: calls}. A built layer's sub-layers do not change; count, plan and crop each walk the
 # model, and a symbolic trace costs ~0.2 s per block on TensorFlow. Weak keys: the cache never keeps a model alive.
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
