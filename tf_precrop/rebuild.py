@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras.src import tree
 
+from tf_precrop.graph.op_rules import rebuild_op
 from tf_precrop.graph.registry import rule_for
 from tf_precrop.graph.walker import functional_graph, topological_nodes
 
@@ -95,6 +96,9 @@ class _Builder:
                 else:
                     new_op = op  # a stateless op such as `a + b`
                 self.new_ops[id(op)] = new_op
+            if not isinstance(op, keras.layers.Layer):
+                # keras.ops node: a fresh op, with arguments that hold widths (split indices...) rewritten.
+                new_op, args, kwargs = rebuild_op(op, node, args, kwargs)
             outputs = new_op(*args, **kwargs)
             for old, new in zip(node.output_tensors, tree.flatten(outputs)):
                 tensors[id(old)] = new

@@ -61,6 +61,7 @@ class Call:
     in_shapes: list
     out_shapes: list
     first: bool  # first call of this layer object (params are counted once)
+    arguments: object = None  # the node's call arguments (keras.ops keys, constants), for op rules
 
 
 class Rule:
@@ -82,6 +83,11 @@ class Rule:
 
     def rewrite(self, config: dict, widths: "Widths") -> dict:
         return config
+
+    def rewrite_op(self, op, node, args, kwargs):
+        """A keras.ops node in the rebuilt graph: ``(op, args, kwargs)`` to call, ``args`` holding the new
+        tensors. Op rules (tf_precrop.graph.op_rules) rewrite arguments that hold widths; default: reuse."""
+        return op, args, kwargs
 
 
 class Widths:
@@ -441,7 +447,9 @@ def register_layer(layer_class: type, rule) -> None:
     """Tells tf_precrop how a custom layer class treats channels.
 
     Args:
-        layer_class: a ``keras.layers.Layer`` subclass.
+        layer_class: a ``keras.layers.Layer`` subclass, or a ``keras.Operation`` subclass (a keras.ops op
+            recorded in a functional graph, e.g. ``keras.src.ops.numpy.Pad``; for ops the named rules are
+            ``"passthrough"``, ``"merge"`` and ``"fixed"``).
         rule: one of ``"passthrough"`` (output channels are the input channels; per-channel weights scale),
             ``"merge"`` (element-wise op over inputs of equal width), ``"fixed"`` (keep its input and output
             widths), ``"conv"`` / ``"dense"`` (produces ``filters`` / ``units`` channels from a ``kernel``),
@@ -454,8 +462,20 @@ def register_layer(layer_class: type, rule) -> None:
     Example:
         >>> tf_precrop.register_layer(MyScale, "passthrough")
     """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(f"`layer_class` must be a keras.layers.Layer subclass. Received: layer_class={layer_class!r}")
+    if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras.Operation))):
+        raise TypeError(
+            "`layer_class` must be a keras.layers.Layer or keras.Operation subclass. Received: "
+            f"layer_class={layer_class!r}"
+        )
+    if isinstance(rule, str) and not issubclass(layer_class, keras.layers.Layer):
+        from tf_precrop.graph import op_rules
+
+        if rule not in op_rules.NAMED_OP_RULES:
+            raise ValueError(
+                f"{layer_class.__name__} is a keras.Operation (no weights of its own): allowed rules are "
+                f"{sorted(op_rules.NAMED_OP_RULES)} or a Rule instance. Received: rule={rule!r}"
+            )
+        rule = op_rules.NAMED_OP_RULES[rule]()
     if isinstance(rule, str):
         if rule not in _NAMED_RULES:
             raise ValueError(
@@ -489,3 +509,13 @@ def _load_keras_hub_rules():
 
     for layer_class, rule in keras_hub_rules.rules().items():
         REGISTRY.setdefault(layer_class, rule)
+
+
+def _register_op_rules() -> None:
+    # keras.ops nodes (pad, split, relu, mean...) have their own module of rules; see docs/method.md.
+    from tf_precrop.graph import op_rules
+
+    REGISTRY.update(op_rules.op_registry())
+
+
+_register_op_rules()

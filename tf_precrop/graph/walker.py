@@ -10,7 +10,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph import registry
+from tf_precrop.graph import op_rules, registry
 from tf_precrop.graph.groups import GroupSet
 from tf_precrop.graph.layout import Layout
 
@@ -147,11 +147,7 @@ class ModelGraph:
         rule = registry.rule_for(layer)
         ignored = self._is_ignored(layer, path)
         if rule is None and not ignored:
-            raise ValueError(
-                f"Layer '{path}' of class {type(layer).__name__} is not supported: tf_precrop cannot tell how it "
-                f"treats channels. Pass ignored_layers=['{layer.name}'] to keep its input and output widths "
-                f"fixed, or describe it with tf_precrop.register_layer({type(layer).__name__}, ...)."
-            )
+            raise ValueError(op_rules.unsupported_message(layer, path))
         rule = rule or registry.Fixed("listed in ignored_layers")
         record = self._by_layer.get(id(layer))
         first = record is None
@@ -170,6 +166,7 @@ class ModelGraph:
             in_shapes=[tuple(t.shape) for t in node.input_tensors],
             out_shapes=[tuple(t.shape) for t in node.output_tensors],
             first=first,
+            arguments=node.arguments,
         )
         outs = rule.connect(self, call)
         if ignored:
