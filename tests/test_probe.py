@@ -108,3 +108,19 @@ def test_composite_that_cannot_be_described_is_refused():
             tf_precrop.count(model)
     finally:
         REGISTRY.pop(Bottleneck)
+
+
+def test_ignored_composite_block_keeps_every_width_and_its_cost():
+    model = _model()
+    tf_precrop.register_layer(Bottleneck, BottleneckRule())
+    try:
+        dense = tf_precrop.count(model).layer("b2")
+        plan = tf_precrop.plan(model, flops=0.8, ignored_layers=["b2"])
+        row = plan.layer("b2")
+        assert row.fixed and (row.macs, row.params) == (dense.macs, dense.params)
+        assert "b2" not in plan.updates
+        small = tf_precrop.crop(model, plan, ignored_layers=["b2"])
+        assert small.get_layer("b2").get_config()["hidden"] == 8
+        assert small.count_params() == plan.params
+    finally:
+        REGISTRY.pop(Bottleneck)

@@ -148,6 +148,8 @@ class ModelGraph:
         ignored = self._is_ignored(layer, path)
         if rule is None and not ignored:
             raise ValueError(op_rules.unsupported_message(layer, path))
+        if ignored and getattr(rule, "composite", False):
+            rule = None  # an ignored composite block keeps its inner widths too: cost it as fixed
         rule = rule or registry.Fixed("listed in ignored_layers")
         record = self._by_layer.get(id(layer))
         first = record is None
