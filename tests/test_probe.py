@@ -124,3 +124,33 @@ def test_ignored_composite_block_keeps_every_width_and_its_cost():
         assert small.count_params() == plan.params
     finally:
         REGISTRY.pop(Bottleneck)
+
+
+_JAX_SCRIPT = r"""
+import os, sys
+sys.modules["tensorflow"] = None  # the probe must not need TensorFlow
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+import keras, tf_precrop
+from test_probe import Bottleneck, BottleneckRule, _model
+assert keras.backend.backend() == "jax"
+tf_precrop.register_layer(Bottleneck, BottleneckRule())
+model = _model()
+report = tf_precrop.count(model)
+assert report.layer("b1").macs == 64 * (16 * 8 + 9 * 8 * 8 + 8 * 16)
+assert report.params == model.count_params()
+print("ok")
+"""
+
+
+def test_probe_and_composite_run_on_jax_without_tensorflow():
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    out = subprocess.run([sys.executable, "-c", f"ROOT = {root!r}\n" + _JAX_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -55,7 +55,8 @@ def _is_leaf(layer) -> bool:
 
 
 def _shapes(structure) -> list:
-    return [tuple(None if d is None else int(d) for d in x.shape)
+    # Unknown dims (None on TensorFlow, a symbolic batch dim on JAX) become None.
+    return [tuple(int(d) if isinstance(d, int) else None for d in x.shape)
             for x in keras.tree.flatten(structure) if hasattr(x, "shape") and hasattr(x, "dtype")]
 
 
