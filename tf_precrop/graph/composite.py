@@ -34,10 +34,16 @@ _PROBE_CACHE: dict = {}
 
 @dataclasses.dataclass(frozen=True)
 class Inner:
-    """An inner width of a block: its dense value and the step its config formula keeps exact."""
+    """An inner width of a block: its dense value and the step its config formula keeps exact.
+
+    ``of_input``: the width is this exact fraction of the block's input width (e.g. a squeeze-excite
+    bottleneck ``int(in * 0.25)`` when ``in * 0.25`` is integral): it is tied to the input, which then moves in
+    steps that keep it integral, and the block's ratio field stays as it is.
+    """
 
     width: int
     step: int = 1
+    of_input: Fraction | None = None
 
 
 class Composite(registry.Rule, abc.ABC):
@@ -107,6 +113,12 @@ class Composite(registry.Rule, abc.ABC):
             gid = graph.groups.new(spec.width, f"{call.path}:{name}")
             if spec.step > 1:
                 graph.groups.require_multiple(gid, spec.step)
+            if spec.of_input is not None:
+                if len(in_layout) == 1:
+                    graph.groups.tie(gid, in_layout[0].group, spec.of_input * in_layout[0].mult, reason=call.path)
+                else:
+                    graph.pin_layout(in_layout, f"'{call.path}' derives its '{name}' width from its input width")
+                    graph.groups.pin(gid, f"'{call.path}' derives its '{name}' width from its input width")
             record.inner[name] = layout_lib.single(gid)
         return [out]
 
@@ -119,10 +131,11 @@ class Composite(registry.Rule, abc.ABC):
         dense = {"in": in_width, "out": out_width, **{n: s.width for n, s in inner.items()}}
         # Widths that move together: "in" carries "out" when they are tied.
         tied = self.tied_output(config)
-        variables = {"in": ("in", "out") if tied else ("in",)}
+        follow_in = tuple(n for n, spec in inner.items() if spec.of_input is not None)
+        variables = {"in": ("in", "out", *follow_in) if tied else ("in", *follow_in)}
         if not tied:
             variables["out"] = ("out",)
-        variables.update({n: (n,) for n in inner})
+        variables.update({n: (n,) for n in inner if n not in follow_in})
         base_calls = probe.record_calls(layer, list(call.in_shapes))
         deltas = self._perturbed_widths(layer, config, dense, variables, tuple(call.in_shapes[0]), call.path)
         if any(len(d) != len(base_calls) for d in deltas.values()):

@@ -7,6 +7,8 @@ formulas; ``Composite`` measures the cost by probing.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from tf_precrop.graph.composite import Composite, Inner, ratio_for
 
 
@@ -76,13 +78,22 @@ class MobileNetConvBnActRule(Composite):
 class EfficientNetBlockRule(Composite):
     """``MBConvBlock`` / ``FusedMBConvBlock(input_filters, output_filters, expand_ratio, se_ratio, strides,
     nores)``: expands to ``input_filters * expand_ratio`` (proportional to the input, no inner width),
-    squeeze-excites to ``max(1, int(input_filters * se_ratio))``, projects to ``output_filters``; adds its input
-    when ``strides == 1 and input_filters == output_filters and not nores``."""
+    squeeze-excites to ``max(1, int(input_filters * se_ratio))`` (only while ``0 < se_ratio <= 1``), projects to
+    ``output_filters``; adds its input when ``strides == 1 and input_filters == output_filters and not nores``.
+
+    When ``input_filters * se_ratio`` is integral (e.g. 0.25 x a multiple of 4), the bottleneck is that exact
+    fraction of the input and ``se_ratio`` never changes. Otherwise it is a width of its own and the rewrite
+    picks the ratio that gives it, which must stay <= 1 (the block drops its squeeze-excite above 1).
+    """
 
     def widths(self, config, in_width):
         inner = {}
-        if 0 < config["se_ratio"] <= 1:
-            inner["se"] = Inner(max(1, int(config["input_filters"] * config["se_ratio"])))
+        ratio, filters_in = config["se_ratio"], config["input_filters"]
+        if 0 < ratio <= 1:
+            se = max(1, int(filters_in * ratio))
+            exact = Fraction(ratio).limit_denominator(1000)
+            of_input = exact if exact * filters_in == se and float(exact) == ratio else None
+            inner["se"] = Inner(se, of_input=of_input)
         return config["output_filters"], inner
 
     def tied_output(self, config):
@@ -91,7 +102,15 @@ class EfficientNetBlockRule(Composite):
     def set_widths(self, config, widths):
         config.update(input_filters=widths["in"], output_filters=widths["out"])
         if "se" in widths:
-            config["se_ratio"] = ratio_for(widths["se"], widths["in"], lambda x: max(1, int(x)))
+            ratio = ratio_for(widths["se"], widths["in"], lambda x: max(1, int(x)))
+            if not 0 < ratio <= 1:
+                raise ValueError(
+                    f"Block '{config.get('name')}' would need se_ratio={ratio:g} for a squeeze-excite of "
+                    f"{widths['se']} channels over {widths['in']} inputs; above 1 the block drops its "
+                    "squeeze-excite. Keep this block's widths with ignored_layers=[...]."
+                )
+            config["se_ratio"] = config["se_ratio"] if widths["se"] == int(widths["in"] * config["se_ratio"]) \
+                else ratio
         return config
 
 
