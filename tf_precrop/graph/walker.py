@@ -10,7 +10,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph import op_rules, registry
+from tf_precrop.graph import op_rules, probe, registry
 from tf_precrop.graph.groups import GroupSet
 from tf_precrop.graph.layout import Layout
 
@@ -100,6 +100,7 @@ class ModelGraph:
         self._layouts: dict[int, Layout] = {}
         self._by_layer: dict[int, LayerRecord] = {}
         self._nested: dict[int, tuple] = {}
+        self._cost_errors: list = []  # probe.UnknownCostError of fixed layers, raised after the walk
         functional = functional_graph(model)
         _check_static_inputs(functional)
         inputs = [self._input_layout(t, f"input '{t._keras_history.operation.name}'") for t in functional.inputs]
@@ -109,6 +110,9 @@ class ModelGraph:
         unknown = sorted(self._ignored - self._matched_ignored)
         if unknown:
             raise ValueError(f"`ignored_layers` names layers that are not in the model. Received: {unknown}")
+        if self._cost_errors:
+            # After the walk, so that errors about unknown layers (which have no cost either) come first.
+            raise self._cost_errors[0]
 
     # --- The walk -------------------------------------------------------------------------------------
     def _input_layout(self, tensor, origin):
@@ -182,7 +186,11 @@ class ModelGraph:
                     f"traced width {traced}, actual {shape[-1]}. Pass ignored_layers=['{layer.name}'] or "
                     "register a rule for it."
                 )
-        terms = rule.terms(self, call, outs)
+        try:
+            terms = rule.terms(self, call, outs)
+        except probe.UnknownCostError as err:
+            self._cost_errors.append(err)
+            terms = []
         self.terms.extend(terms)
         if any(t.kind == registry.MACS for t in terms):
             self.terms.extend(_traffic_terms(call, outs))
