@@ -108,3 +108,26 @@ def test_cropped_model_with_ignored_block_runs():
     small = tf_precrop.crop(model, flops=0.5, ignored_layers=["res"], seed=0)
     x = np.zeros((2, 8, 8, 3), "float32")
     assert small(x).shape == (2, 4)
+
+
+@pytest.mark.parametrize("make, shape, macs", [
+    (lambda: keras.layers.LSTM(4, name="probe"), (5, 3), 5 * (3 * 16 + 4 * 16)),
+    (lambda: keras.layers.GRU(4, name="probe"), (5, 3), 5 * (3 * 12 + 4 * 12)),
+    (lambda: keras.layers.SimpleRNN(4, name="probe"), (5, 3), 5 * (3 * 4 + 4 * 4)),
+    (lambda: keras.layers.EinsumDense("...b,bc->...c", 4, name="probe"), (7, 3), 7 * 3 * 4),
+])
+def test_ignored_layers_of_known_kinds_count_their_macs(make, shape, macs):
+    """Weight layers without a channel rule whose MACs are still known: ignoring them is exact."""
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, make()(inputs))
+    report = tf_precrop.count(model, ignored_layers=["probe"])
+    assert (report.macs, report.params) == (macs, model.count_params())
+
+
+def test_ignored_attention_counts_its_projections():
+    inputs = keras.Input((6, 8))
+    model = keras.Model(inputs, keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs))
+    report = tf_precrop.count(model, ignored_layers=["mha"])
+    # q, k, v: 6 positions x 8 x (2 x 4); output: 6 x (2 x 4) x 8. Score and context products hold no weights.
+    assert report.macs == 4 * 6 * 8 * 8
+    assert report.params == model.count_params()

@@ -18,6 +18,7 @@ self.w)``): the probe refuses it (see ``own_weights``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import weakref
 
@@ -51,7 +52,48 @@ class UnknownCostError(ValueError):
 
 def _is_leaf(layer) -> bool:
     rule = registry.rule_for(layer)
-    return rule is not None and not getattr(rule, "composite", False)
+    if rule is None:
+        return type(layer) in _KNOWN_MACS
+    return not getattr(rule, "composite", False)
+
+
+def _einsum_macs(layer, in_shapes):
+    """EinsumDense: one MAC per combination of every index of its equation (batch excluded)."""
+    lhs = layer.equation.split("->")[0]
+    x_spec, k_spec = lhs.split(",")
+    shape = in_shapes[0]
+    if "..." in x_spec:
+        free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in layer.equation]
+        dots = "".join(free[: len(shape) - (len(x_spec) - 3)])
+        x_spec = x_spec.replace("...", dots)
+    sizes = dict(zip(x_spec, shape))
+    sizes.update(zip(k_spec, layer.kernel.shape))
+    return int(math.prod(d for d in sizes.values() if d is not None))
+
+
+def _rnn_macs(layer, in_shapes):
+    """SimpleRNN / GRU / LSTM: every timestep multiplies the input by the kernel and the state by the
+    recurrent kernel (all gates at once)."""
+    cell = layer.cell
+    steps = in_shapes[0][1]
+    return int(steps * (math.prod(cell.kernel.shape) + math.prod(cell.recurrent_kernel.shape)))
+
+
+# Weight layers without a channel rule whose MACs are still known (so that ignoring them is exact).
+_KNOWN_MACS = {
+    keras.layers.EinsumDense: _einsum_macs,
+    keras.layers.SimpleRNN: _rnn_macs,
+    keras.layers.GRU: _rnn_macs,
+    keras.layers.LSTM: _rnn_macs,
+}
+
+
+def known_macs(layer, in_shapes) -> int | None:
+    """MACs of a layer of a known kind without a channel rule (EinsumDense, SimpleRNN, GRU, LSTM), else None."""
+    formula = _KNOWN_MACS.get(type(layer))
+    if formula is None or (formula is _rnn_macs and in_shapes[0][1] is None):
+        return None
+    return formula(layer, in_shapes)
 
 
 def _shapes(structure) -> list:
@@ -148,6 +190,9 @@ def leaf_terms(path: str, calls: list, layouts=None, *, first: bool = True) -> l
     terms = []
     for i, sub in enumerate(calls):
         rule = registry.rule_for(sub.layer)
+        if rule is None:
+            raise ValueError(f"Sub-layer '{sub.layer.name}' of '{path}' ({type(sub.layer).__name__}) has no channel "
+                             "rule: a composite rule cannot scale it.")
         ins, outs = layouts[i] if layouts else ([()] * len(sub.in_shapes), [()] * len(sub.out_shapes))
         call = registry.Call(layer=sub.layer, path=path, in_layouts=list(ins), in_shapes=sub.in_shapes,
                              out_shapes=sub.out_shapes, first=first and sub.first)
@@ -172,8 +217,13 @@ def fixed_terms(call: registry.Call) -> list:
     params = int(layer.count_params()) if call.first else 0
     if not layer.weights:
         return []  # no kernel anywhere inside it, hence no MACs (and no params)
-    calls = record_calls(layer, [s for s in call.in_shapes])
-    hidden = [w for w in own_weights(layer, calls) if len(w.shape) >= 2]
+    known = known_macs(layer, call.in_shapes)
+    if known is not None:
+        calls, macs = [], known
+    else:
+        calls = record_calls(layer, [s for s in call.in_shapes])
+        macs = sum(known_macs(c.layer, c.in_shapes) or 0 for c in calls if registry.rule_for(c.layer) is None)
+    hidden = [w for w in own_weights(layer, calls) if len(w.shape) >= 2] if known is None else []
     if hidden:
         raise UnknownCostError(
             f"Layer '{call.path}' ({type(layer).__name__}) keeps its widths, but its MACs cannot be known: it "
@@ -181,7 +231,8 @@ def fixed_terms(call: registry.Call) -> list:
             f"in a raw ops.matmul). Describe its cost with a tf_precrop.graph.registry.Rule whose terms() "
             f"return its MACs and register it: tf_precrop.register_layer({type(layer).__name__}, rule)."
         )
-    macs = sum(t.dense for t in leaf_terms(call.path, calls) if t.kind == registry.MACS)
+    ruled = [c for c in calls if registry.rule_for(c.layer) is not None]
+    macs += sum(t.dense for t in leaf_terms(call.path, ruled) if t.kind == registry.MACS)
     terms = [registry.Term(registry.MACS, call.path, int(macs), ())] if macs else []
     if params:
         terms.append(registry.Term(registry.PARAMS, call.path, params, ()))
