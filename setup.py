@@ -24,6 +24,6 @@ setup(
         "ai-edge-litert>=1.0",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=8.0", "pytest-xdist>=3.5", "hypothesis>=6.100", "keras-hub>=0.32"]},
     license="Apache-2.0",
 )

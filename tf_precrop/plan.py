@@ -49,6 +49,7 @@ class LayerPlan:
     params: int
     density: float | None
     sets_width: bool = False  # the layer's config carries its output width (filters / units)
+    fixed: bool = False  # ignored or understood only as "keep every width": its cost counts, unchanged
 
 
 @dataclasses.dataclass
@@ -164,7 +165,7 @@ class CropPlan:
                 continue
             mark = "▲" if lp.width > lp.dense_width else ("▼" if lp.width < lp.dense_width else " ")
             rows.append((
-                f"{lp.name} ({lp.class_name})",
+                f"{lp.name} ({lp.class_name}{', fixed' if lp.fixed else ''})",
                 "-" if lp.group is None else f"g{lp.group}",
                 f"{lp.dense_width} -> {lp.width} {mark}",
                 f"{lp.dense_macs:,} -> {lp.macs:,}",
@@ -245,7 +246,8 @@ def make_plan(graph: ModelGraph, solution, *, budgets: dict, round_to: int, max_
         new_w = layout_lib.width(out, group_width) if out else 0
         dc, nc = dense_costs[path], new_costs[path]
         layers.append(LayerPlan(path, type(rec.layer).__name__, root, dense_w, new_w, dc.macs, nc.macs,
-                                dc.params, nc.params, kernel_density.get(path), rec.produced is not None))
+                                dc.params, nc.params, kernel_density.get(path), rec.produced is not None,
+                                graph.is_fixed(rec)))
         update = _config_update(rec, group_width)
         if update:
             updates[path] = update
@@ -314,6 +316,7 @@ def _config_update(record, group_width) -> dict:
         [layout_lib.width(lay, group_width) for lay in record.in_layouts],
         [layout_lib.width(lay, group_width) for lay in record.out_layouts],
         group_width(record.produced) if record.produced is not None else None,
+        {name: layout_lib.width(lay, group_width) for name, lay in record.inner.items()},
     )
     new = record.rule.rewrite(copy.deepcopy(config), widths)
     return {k: v for k, v in new.items() if config.get(k) != v}

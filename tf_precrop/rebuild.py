@@ -37,7 +37,30 @@ def rebuild(model, updates: dict, *, seed: int | None = None, custom_rules=None)
     new_model = builder.model(model, "")
     for old, new in builder.kept_weights:
         new.set_weights(old.get_weights())
+    _keep_pyramid_outputs(model, new_model, builder)
     return new_model
+
+
+def _keep_pyramid_outputs(model, new_model, builder):
+    """A keras_hub backbone's ``pyramid_outputs`` (feature maps by level, read by task heads) point into the
+    rebuilt graph, for the model and every nested one (docs/method.md, "Composite layers and keras_hub")."""
+    pairs = [(model, new_model)] + [(op, builder.new_ops.get(id(op))) for op in _nested_models(model)]
+    for old, new in pairs:
+        pyramid = getattr(old, "pyramid_outputs", None)
+        if new is None or not isinstance(pyramid, dict) or not pyramid:
+            continue
+        new.pyramid_outputs = {level: builder.tensors[id(t)] for level, t in pyramid.items()
+                               if id(t) in builder.tensors}
+
+
+def _nested_models(model):
+    found, stack = [], list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            found.append(layer)
+            stack.extend(layer.layers)
+    return found
 
 
 class _Builder:
@@ -46,6 +69,7 @@ class _Builder:
         self.custom_rules = custom_rules
         self.new_ops: dict = {}  # id(old op) -> new op (keeps shared layers and nested models shared)
         self.kept_weights: list = []
+        self.tensors: dict = {}  # id(old tensor) -> new tensor, over every rebuilt graph
 
     def model(self, model, prefix, like=None):
         """Rebuilds ``model``; ``like`` are the new tensors it will be called on (nested models), whose
@@ -96,6 +120,7 @@ class _Builder:
             outputs = new_op(*args, **kwargs)
             for old, new in zip(node.output_tensors, tree.flatten(outputs)):
                 tensors[id(old)] = new
+        self.tensors.update(tensors)
         outputs = tree.map_structure(lambda t: tensors[id(t)], functional._outputs_struct)
         inputs = tree.map_structure(lambda t: tensors[id(t)], functional._inputs_struct)
         new = keras.Model(inputs=inputs, outputs=outputs, name=name)

@@ -114,10 +114,11 @@ class Rule(abc.ABC):
 class Widths:
     """New widths of a rebuilt layer call: input and output layout widths."""
 
-    def __init__(self, in_widths, out_widths, produced=None):
+    def __init__(self, in_widths, out_widths, produced=None, inner=None):
         self.inputs = in_widths
         self.outputs = out_widths
         self.produced = produced  # width of the group this layer produces, if any
+        self.inner = inner  # composite layers: named inner width -> new width
 
 
 def _size(shape) -> int:
@@ -380,9 +381,11 @@ class Fixed(Rule):
         return [graph.fixed_layout(call, shape[-1], index=i) for i, shape in enumerate(call.out_shapes)]
 
     def terms(self, graph, call, outs):
-        if not call.first or not isinstance(call.layer, keras.layers.Layer):  # a keras.ops op has no params
-            return []
-        return [Term(PARAMS, call.path, int(call.layer.count_params()), ())]
+        # Fixed widths do not mean free: its kernels' MACs at the dense widths still count (docs/method.md,
+        # "Ignored layers still cost").
+        from tf_precrop.graph import probe
+
+        return probe.fixed_terms(call)
 
 
 class LayerScale(PassThrough):
@@ -537,7 +540,26 @@ def rule_for(layer, custom_rules=None) -> Rule | None:
         rule = custom_rules.get(type(layer))
         if rule is not None:
             return rule
-    return REGISTRY.get(type(layer))
+    rule = REGISTRY.get(type(layer))
+    if rule is None and type(layer).__module__.startswith("keras_hub."):
+        _load_keras_hub_rules()
+        rule = REGISTRY.get(type(layer))
+    return rule
+
+
+_KERAS_HUB_LOADED = False
+
+
+def _load_keras_hub_rules():
+    """Registers the keras_hub block rules the first time a keras_hub layer is met (keras_hub is optional)."""
+    global _KERAS_HUB_LOADED
+    if _KERAS_HUB_LOADED:
+        return
+    _KERAS_HUB_LOADED = True
+    from tf_precrop.graph import keras_hub_rules
+
+    for layer_class, rule in keras_hub_rules.rules().items():
+        REGISTRY.setdefault(layer_class, rule)
 
 
 def supports(layer_or_class, custom_rules=None) -> bool:
@@ -566,6 +588,8 @@ def supports(layer_or_class, custom_rules=None) -> bool:
             "`layer_or_class` must be a Keras layer or layer class. Received: "
             f"layer_or_class={layer_or_class!r}"
         )
+    if cls.__module__.startswith("keras_hub."):
+        _load_keras_hub_rules()
     resolved = resolve_rules(custom_rules)
     return (resolved.get(cls) or REGISTRY.get(cls)) is not None
 

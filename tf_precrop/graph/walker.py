@@ -10,7 +10,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from tf_precrop.graph import layout as layout_lib
-from tf_precrop.graph import op_rules, registry
+from tf_precrop.graph import op_rules, probe, registry
 from tf_precrop.graph.groups import GroupSet
 from tf_precrop.graph.layout import Layout
 
@@ -78,6 +78,7 @@ class LayerRecord:
     out_layouts: list
     produced: int | None = None  # group id of the width the layer's config carries
     calls: int = 0
+    inner: dict = dataclasses.field(default_factory=dict)  # composite layers: named width -> Layout
 
 
 class ModelGraph:
@@ -107,6 +108,7 @@ class ModelGraph:
         self._layouts: dict[int, Layout] = {}
         self._by_layer: dict[int, LayerRecord] = {}
         self._nested: dict[int, tuple] = {}
+        self._cost_errors: list = []  # probe.UnknownCostError of fixed layers, raised after the walk
         functional = functional_graph(model)
         _check_static_inputs(functional)
         inputs = [self._input_layout(t, f"input '{t._keras_history.operation.name}'") for t in functional.inputs]
@@ -123,6 +125,9 @@ class ModelGraph:
         unknown = sorted(self._ignored - self._matched_ignored)
         if unknown:
             raise ValueError(f"`ignored_layers` names layers that are not in the model. Received: {unknown}")
+        if self._cost_errors:
+            # After the walk, so that errors about unknown layers (which have no cost either) come first.
+            raise self._cost_errors[0]
 
     # --- The walk -------------------------------------------------------------------------------------
     def _input_layout(self, tensor, origin):
@@ -166,6 +171,8 @@ class ModelGraph:
             if id(layer) not in {id(seen) for _, seen in self._unknown}:
                 self._unknown.append((path, layer))
             rule = registry.Fixed("no rule")
+        if ignored and getattr(rule, "composite", False):
+            rule = None  # an ignored composite block keeps its inner widths too: cost it as fixed
         rule = rule or registry.Fixed("listed in ignored_layers")
         record = self._by_layer.get(id(layer))
         first = record is None
@@ -198,7 +205,11 @@ class ModelGraph:
                     f"traced width {traced}, actual {shape[-1]}. Pass ignored_layers=['{layer.name}'] or "
                     "register a rule for it."
                 )
-        terms = [] if unknown else rule.terms(self, call, outs)
+        try:
+            terms = [] if unknown else rule.terms(self, call, outs)
+        except probe.UnknownCostError as err:
+            self._cost_errors.append(err)
+            terms = []
         self.terms.extend(terms)
         if any(t.kind == registry.MACS for t in terms):
             self.terms.extend(_traffic_terms(call, outs))
@@ -214,7 +225,16 @@ class ModelGraph:
                 return True
         return False
 
+    def is_fixed(self, record: LayerRecord) -> bool:
+        """The layer keeps every width (ignored, or a "fixed" rule); its cost still counts."""
+        return isinstance(record.rule, registry.Fixed) or bool(
+            {record.path, record.layer.name} & self._matched_ignored)
+
     # --- What rules may ask of the graph ---------------------------------------------------------------
+    def record_of(self, call) -> LayerRecord:
+        """The record of a call's layer object (composite rules keep their inner widths in it)."""
+        return self._by_layer[id(call.layer)]
+
     def producer_group(self, call, width) -> int:
         """The group a width-carrying layer produces (one per layer object, shared across calls)."""
         record = self._by_layer[id(call.layer)]
