@@ -7,6 +7,7 @@ Public API::
     tf_precrop.crop(model, flops=0.5)           # a new, narrower, freshly initialised model
     tf_precrop.preconfig(model, flops=1.0)      # widths redistributed at equal cost
     tf_precrop.crop(model, latency=0.5, latency_model=m)  # budget on a device's predicted latency
+    tf_precrop.prune(trained, flops=0.5)        # a trained model pruned, surviving weights kept
 """
 
 from tf_precrop import latency_model, models
@@ -15,6 +16,9 @@ from tf_precrop.cost import CostReport, KernelCost, LayerCost, count
 from tf_precrop.graph.registry import register_layer
 from tf_precrop.latency_model import LatencyModel
 from tf_precrop.plan import CropPlan
+
+# The function shadows its subpackage's name on `tf_precrop`; `from tf_precrop.prune import mapping` still works.
+from tf_precrop.prune import PruneReport, prune
 from tf_precrop.solver import InfeasibleBudgetError
 
 __version__ = "0.1.0"
@@ -39,6 +43,7 @@ __all__ = [
     "KernelCost",
     "LatencyModel",
     "LayerCost",
+    "PruneReport",
     "count",
     "crop",
     "latency_model",
@@ -46,5 +51,6 @@ __all__ = [
     "plan",
     "preconfig",
     "preconfig_plan",
+    "prune",
     "register_layer",
 ]
