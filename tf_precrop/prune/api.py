@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from tf_precrop import api as api_lib
@@ -185,7 +184,7 @@ def _copy_weights(cmap, keep, pruned) -> None:
     assigned = set()
     for spec in cmap.weights:
         target = mapping.layer_at(pruned, spec.path).weights[spec.index]
-        value = mapping.slice_weight(spec, keras.ops.convert_to_numpy(spec.variable),
+        value = mapping.slice_weight(spec, spec.variable.numpy(),
                                      lambda ids: kept_elements[ids])
         if tuple(value.shape) != tuple(target.shape):
             raise AssertionError(

@@ -113,7 +113,7 @@ def class_scores(cmap: ChannelMap, criterion: str, reduction: str, gradients=Non
     for spec in cmap.weights:
         if all(ids is None for ids in spec.axes):
             continue
-        value = keras.ops.convert_to_numpy(spec.variable).astype(np.float64)
+        value = spec.variable.numpy().astype(np.float64)
         stat = elementwise(criterion, spec, value, gradients or [])
         if stat is None:
             continue
@@ -140,7 +140,7 @@ def group_members(cmap: ChannelMap, classes: np.ndarray) -> list:
             if not np.isin(cls, classes).any():
                 continue
             channels = np.array([local.get(int(c), -1) for c in cls])
-            members.append(Member(spec.path, spec.name, keras.ops.convert_to_numpy(spec.variable), axis,
+            members.append(Member(spec.path, spec.name, spec.variable.numpy(), axis,
                                   channels, spec.groups))
     return members
 
