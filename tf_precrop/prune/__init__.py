@@ -5,6 +5,7 @@ whole group, ``selection`` picks the survivors, ``api`` puts it together.
 """
 
 from tf_precrop.prune.api import GroupImportance, PruneReport, prune
+from tf_precrop.prune.distill import Distiller
 from tf_precrop.prune.importance import CRITERIA, ChannelGroup, Member
 
-__all__ = ["CRITERIA", "ChannelGroup", "GroupImportance", "Member", "PruneReport", "prune"]
+__all__ = ["CRITERIA", "ChannelGroup", "Distiller", "GroupImportance", "Member", "PruneReport", "prune"]
