@@ -196,3 +196,58 @@ def test_keras_applications_prune_and_run(build):
     pruned = tf_precrop.prune(model, flops=0.5, round_to=8)
     assert pruned.predict(x, verbose=0).shape == (1, 4)
     assert tf_precrop.count(pruned).macs < 0.55 * tf_precrop.count(model).macs
+
+
+def test_prune_taylor_and_distiller_on_jax_without_tensorflow():
+    """The pruning line is backend-agnostic: JAX, with TensorFlow made unimportable."""
+    import os
+    import subprocess
+    import sys
+
+    script = '''
+import builtins
+real_import = builtins.__import__
+def block(name, *args, **kwargs):
+    if name == "tensorflow" or name.startswith("tensorflow."):
+        raise ImportError("tensorflow is blocked in this test")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = block
+import keras, numpy as np
+import tf_precrop
+assert keras.backend.backend() == "jax"
+L = keras.layers
+x = keras.Input((6, 6, 3))
+h = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(x)))
+h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(h)
+h = L.Add()([L.Conv2D(16, 1)(h), h])
+model = keras.Model(x, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+xs, ys = np.random.rand(4, 6, 6, 3).astype("float32"), np.arange(4) % 3
+small = tf_precrop.prune(model, flops=0.5, uniform=True, importance="taylor", data=(xs, ys),
+                         loss="sparse_categorical_crossentropy")
+distiller = tf_precrop.Distiller(small, model)
+distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+distiller.fit(xs, ys, epochs=1, verbose=0)
+print("ok", small.count_params() < model.count_params())
+'''
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok True")
+
+
+def test_prune_iteratively_reaches_the_budget_with_fine_tuning_between_steps():
+    model = _model()
+    calls = []
+
+    def fine_tune(m, step):
+        calls.append((step, tf_precrop.count(m).macs))
+
+    small = tf_precrop.prune_iteratively(model, flops=0.3, steps=2, fine_tune=fine_tune, importance="l2")
+    dense = tf_precrop.count(model).macs
+    assert [step for step, _ in calls] == [1, 2]
+    assert calls[0][1] <= 0.3 ** 0.5 * dense  # the first step lands at the geometric midpoint
+    assert tf_precrop.count(small).macs == calls[1][1] <= 0.3 * dense
+    with pytest.raises(ValueError, match=r"^`steps` must be a positive integer\. Received: steps=0$"):
+        tf_precrop.prune_iteratively(model, flops=0.3, steps=0)

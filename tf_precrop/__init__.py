@@ -18,7 +18,7 @@ from tf_precrop.latency_model import LatencyModel
 from tf_precrop.plan import CropPlan
 
 # The function shadows its subpackage's name on `tf_precrop`; `from tf_precrop.prune import mapping` still works.
-from tf_precrop.prune import Distiller, PruneReport, prune
+from tf_precrop.prune import Distiller, PruneReport, prune, prune_iteratively
 from tf_precrop.solver import InfeasibleBudgetError
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ __all__ = [
     "LatencyModel",
     "LayerCost",
     "PruneReport",
+    "prune_iteratively",
     "count",
     "crop",
     "latency_model",
