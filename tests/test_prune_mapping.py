@@ -299,3 +299,18 @@ def test_layer_normalization_and_prelu_vectors_follow_channels():
     pruned = tf_precrop.prune(model, plan)
     np.testing.assert_array_equal(pruned.get_layer("ln").gamma.numpy(), [1.0, 3.0])
     np.testing.assert_array_equal(pruned.get_layer("pr").alpha.numpy(), pr.alpha.numpy()[..., [1, 3]])
+
+
+def test_group_normalization_keeps_an_equal_count_per_group():
+    x = keras.Input((4, 4, 2))
+    h = L.Conv2D(8, 1, name="c")(x)
+    h = L.GroupNormalization(groups=2, name="gn")(h)
+    model = keras.Model(x, L.Conv2D(3, 1)(h))
+    plan = tf_precrop.plan(model, flops=0.5, uniform=True)
+    assert plan.layer("c").width == 4
+    # Channel magnitudes: the three best (0, 1, 2) are all in group 0, which may keep only two.
+    magnitude = np.array([900, 800, 700, 1, 20, 30, 1, 600], dtype="float32")
+    model.get_layer("c").kernel.assign(np.ones((1, 1, 2, 8), "float32") * magnitude)
+    model.get_layer("gn").gamma.assign(np.arange(8.0))
+    pruned = tf_precrop.prune(model, plan)
+    np.testing.assert_array_equal(pruned.get_layer("gn").gamma.numpy(), [0.0, 1.0, 5.0, 7.0])

@@ -134,6 +134,8 @@ def prune(model, plan: CropPlan | None = None, *, flops=None, params=None, laten
         budgets = {"flops": flops, "params": params, "latency": latency}
     # crop checks the plan against the model and builds the narrower architecture (fresh weights).
     pruned = api_lib.crop(model, plan, ignored_layers=ignored_layers, **budgets)
+    # The plan's group ids are those of the graph it was made on (a plan may carry its ignored layers).
+    ignored_layers = ignored_layers or tuple(getattr(plan, "ignored_layers", None) or ())
     cmap = mapping.ChannelMap(model, ModelGraph(model, ignored_layers=ignored_layers))
     scores = _scores(cmap, plan, importance, reduction, data, loss, seed, model)
     keep = selection.select(cmap, plan, scores)

@@ -294,6 +294,10 @@ def _concat(cmap, call):
 def _pass_through(cmap, call):
     """BN, LN, PReLU, LayerScale...: every weight whose last axis has the channel width follows them."""
     in_ids = call.ins[0]
+    if isinstance(call.layer, keras.layers.GroupNormalization):
+        # Channel c is normalized with block c // (C / groups): every block keeps the same number.
+        for b, block in enumerate(np.split(in_ids, call.layer.groups)):
+            cmap.tag(block, (call.path, "group", b))
     specs = {}
     for index, w in enumerate(getattr(call.layer, "weights", ())):
         if len(w.shape) and w.shape[-1] == len(in_ids) and "float" in str(w.dtype):
