@@ -27,8 +27,8 @@ class GroupImportance:
         id: group id (as in ``CropPlan.groups``).
         origin: the layer that created the group.
         dense_width, width: channels before and after.
-        kept_importance: fraction of the group's importance mass (sum of its channel scores) that survives;
-            None when the group's scores sum to 0.
+        kept_importance: fraction of the group's importance mass (sum of its channel scores under the
+            criterion used) that survives; None when the group's scores sum to 0.
     """
 
     id: int

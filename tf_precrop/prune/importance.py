@@ -30,7 +30,8 @@ class Member:
         weight: weight name (``kernel``, ``gamma``...).
         value: the weight's values (numpy).
         axis: the axis that follows the group's channels.
-        channels: for each index along ``axis``, the group channel (0 .. size-1) it belongs to.
+        channels: for each index along ``axis``, the group channel (0 .. size-1) it belongs to, or -1 where
+            the axis holds another group (e.g. the other segments of a concatenation).
         groups: for a grouped conv kernel, its ``groups`` (axis -2 then lists all input channels while
             the kernel holds ``in/groups`` of them per filter block); else 1.
     """
