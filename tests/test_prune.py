@@ -176,6 +176,12 @@ def test_errors():
         tf_precrop.prune(model)
 
 
+def test_tflite_export_parity(tmp_path):
+    pruned = tf_precrop.prune(_model(), flops=0.5)
+    info = tf_precrop.export.to_tflite(pruned, str(tmp_path / "pruned.tflite"), num_check_inputs=2)
+    assert info["max_abs_diff"] <= info["tolerance"]
+
+
 def test_keras_round_trip(tmp_path):
     model = _model()
     x, _ = _data(model)
