@@ -74,6 +74,8 @@ flags.DEFINE_string("teacher", None, "Distill from this trained .keras model (st
 flags.DEFINE_float("distill_alpha", 0.5, "--teacher: weight of the distillation term.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("temperature", 4.0, "--teacher: softening temperature T.", lower_bound=1e-6)
+flags.DEFINE_string("save_model", None, "Write the trained model (the student with --teacher) to this "
+                    ".keras file (structured methods; e.g. to prune it with apps.prune).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line "
                      "per epoch.", lower_bound=0, upper_bound=2)
 
@@ -94,6 +96,9 @@ def check_flags():
     if FLAGS.init_from and FLAGS.method != "dense":
         raise app.UsageError("--init_from trains the saved model as it is: use it with --method=dense. "
                              f"Received: --method={FLAGS.method} --init_from={FLAGS.init_from}")
+    if FLAGS.save_model and FLAGS.method not in apps.STRUCTURED_METHODS:
+        raise app.UsageError("--save_model writes Keras 3 models: use it with the structured methods "
+                             f"{list(apps.STRUCTURED_METHODS)}. Received: --method={FLAGS.method}")
     if FLAGS.teacher and FLAGS.method not in apps.STRUCTURED_METHODS:
         raise app.UsageError("--teacher works with the Keras 3 (structured) methods "
                              f"{list(apps.STRUCTURED_METHODS)}. Received: --method={FLAGS.method}")
@@ -162,6 +167,8 @@ def main(argv):
         model = model.student
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    if FLAGS.save_model:
+        model.save(FLAGS.save_model)
 
     step_times = monitor.step_times
     results = {
