@@ -24,18 +24,16 @@ import keras
 
 import tf_precrop
 from apps import common
+from apps import model_flags  # noqa: F401  (--model_path, --ignored_layers, --save)
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("mode", "crop", ["crop", "preconfig"],
                   "crop: shrink to the budget (PreCrop); preconfig: redistribute widths, "
                   "layers may grow up to --max_ratio (PreConfig).")
-flags.DEFINE_string("model_path", None, "A saved .keras model to plan for (instead of --model).")
 flags.DEFINE_list("input_shape", None, "Model input shape, e.g. 224,224,3 (default: the model's).")
 flags.DEFINE_integer("num_classes", None, "Classifier outputs (default: the model's).",
                      lower_bound=1)
-flags.DEFINE_list("ignored_layers", [], "Layer paths whose output width must not change.")
-flags.DEFINE_string("save", None, "Write the rebuilt model (fresh initialisation) to this .keras file.")
 flags.DEFINE_string("plot", None, "Write a PNG of per-layer widths, dense vs result.")
 flags.DEFINE_string("json", None, "Write the plan as JSON (tf_precrop.CropPlan.from_json reads it).")
 flags.DEFINE_float("latency", None, "--mode=crop: budget on predicted latency, a ratio of the dense "

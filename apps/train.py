@@ -16,6 +16,12 @@ Methods:
     masks          unstructured masks read from --masks (an .npz keyed
                    "layer/kernel_attr"), trained like the methods above.
 
+Fine-tuning a pruned model (see apps.prune):
+    python -m apps.train --init_from=pruned.keras --teacher=trained.keras \
+        --distill_alpha=0.5 --temperature=4 --epochs=3 --lr=0.01 --model_dir=runs/ft
+    --init_from trains a saved model (its weights kept) instead of building --model;
+    --teacher distills from a trained model (tf_precrop.Distiller, a keras.Model).
+
 Recipe: SGD, momentum 0.9 (Nesterov), cosine or step learning-rate schedule,
 optional decoupled weight decay, the dataset's standard augmentation.
 
@@ -61,6 +67,15 @@ flags.DEFINE_integer("validation_freq", 1, "Evaluate on the test split every N e
 flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: none, MirroredStrategy (local devices) or "
                   "MultiWorkerMirroredStrategy (needs TF_CONFIG).")
+flags.DEFINE_string("init_from", None, "Train this saved .keras model (e.g. from apps.prune), weights "
+                    "kept, instead of building --model (with --method=dense).")
+flags.DEFINE_string("teacher", None, "Distill from this trained .keras model (structured methods): "
+                    "loss = (1 - alpha) * task + alpha * T^2 * KL(teacher_T || student_T).")
+flags.DEFINE_float("distill_alpha", 0.5, "--teacher: weight of the distillation term.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("temperature", 4.0, "--teacher: softening temperature T.", lower_bound=1e-6)
+flags.DEFINE_string("save_model", None, "Write the trained model (the student with --teacher) to this "
+                    ".keras file (structured methods; e.g. to prune it with apps.prune).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line "
                      "per epoch.", lower_bound=0, upper_bound=2)
 
@@ -78,6 +93,15 @@ def check_flags():
     if (FLAGS.method not in ("dense", "preconfig", "masks") and FLAGS.flops is None
             and FLAGS.params is None):
         raise app.UsageError(f"--method={FLAGS.method} needs a budget: pass --flops and/or --params.")
+    if FLAGS.init_from and FLAGS.method != "dense":
+        raise app.UsageError("--init_from trains the saved model as it is: use it with --method=dense. "
+                             f"Received: --method={FLAGS.method} --init_from={FLAGS.init_from}")
+    if FLAGS.save_model and FLAGS.method not in apps.STRUCTURED_METHODS:
+        raise app.UsageError("--save_model writes Keras 3 models: use it with the structured methods "
+                             f"{list(apps.STRUCTURED_METHODS)}. Received: --method={FLAGS.method}")
+    if FLAGS.teacher and FLAGS.method not in apps.STRUCTURED_METHODS:
+        raise app.UsageError("--teacher works with the Keras 3 (structured) methods "
+                             f"{list(apps.STRUCTURED_METHODS)}. Received: --method={FLAGS.method}")
     if (FLAGS.method == "masks") != (FLAGS.masks is not None):
         raise app.UsageError("--masks goes with --method=masks, and --method=masks needs --masks. "
                              f"Received: --method={FLAGS.method} --masks={FLAGS.masks}")
@@ -101,7 +125,13 @@ def main(argv):
     dense = common.build_model(FLAGS.model, info.input_shape, info.num_classes, FLAGS.width)
     dense_cost = tf_precrop.count(dense)
     with strategy.scope():
-        if FLAGS.method in apps.STRUCTURED_METHODS:
+        if FLAGS.init_from:
+            model = keras.saving.load_model(FLAGS.init_from)
+            cost = tf_precrop.count(model)
+            costs = {"macs": cost.macs, "params": cost.params,
+                     "executed_macs": cost.macs, "executed_params": cost.params}
+            callbacks = []
+        elif FLAGS.method in apps.STRUCTURED_METHODS:
             model = common.resize(FLAGS.method, dense, flops=FLAGS.flops, params=FLAGS.params,
                                   round_to=FLAGS.round_to, max_ratio=FLAGS.max_ratio,
                                   seed=FLAGS.seed)
@@ -116,6 +146,11 @@ def main(argv):
             costs = {"macs": masked["macs"], "params": masked["params"],
                      "executed_macs": dense_cost.macs, "executed_params": dense_cost.params}
             callbacks = list(sparsity.callbacks())
+        if FLAGS.teacher:
+            teacher = keras.saving.load_model(FLAGS.teacher)
+            dense_cost = tf_precrop.count(teacher)  # the dense reference is the teacher
+            model = tf_precrop.Distiller(model, teacher, alpha=FLAGS.distill_alpha,
+                                         temperature=FLAGS.temperature)
         _compile(model)
 
     monitor = common.TrainMonitor(
@@ -128,7 +163,12 @@ def main(argv):
     model.fit(train_ds, epochs=FLAGS.epochs, callbacks=[monitor, *callbacks],
               verbose=FLAGS.verbose, **validation)
     train_seconds = time.perf_counter() - train_start
+    if FLAGS.teacher:  # evaluate the student on the task loss alone
+        model = model.student
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    if FLAGS.save_model:
+        model.save(FLAGS.save_model)
 
     step_times = monitor.step_times
     results = {

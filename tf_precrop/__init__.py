@@ -8,6 +8,7 @@ Public API::
     tf_precrop.preconfig(model, flops=1.0)      # widths redistributed at equal cost
     tf_precrop.crop(model, latency=0.5, latency_model=m)  # budget on a device's predicted latency
     tf_precrop.supports(keras.layers.LSTM)      # is a layer class understood? (else ignore it or add a Rule)
+    tf_precrop.prune(trained, flops=0.5)        # a trained model pruned, surviving weights kept
 """
 
 from tf_precrop import latency_model, models
@@ -16,6 +17,9 @@ from tf_precrop.cost import CostReport, KernelCost, LayerCost, count
 from tf_precrop.graph.registry import Rule, register_layer, supports
 from tf_precrop.latency_model import LatencyModel
 from tf_precrop.plan import CropPlan
+
+# The function shadows its subpackage's name on `tf_precrop`; `from tf_precrop.prune import mapping` still works.
+from tf_precrop.prune import Distiller, PruneReport, prune, prune_iteratively
 from tf_precrop.solver import InfeasibleBudgetError
 from tf_precrop.verify import PlanMismatchError
 
@@ -37,12 +41,15 @@ __all__ = [
     "DEFAULT_MAX_RATIO",
     "CostReport",
     "CropPlan",
+    "Distiller",
     "InfeasibleBudgetError",
     "KernelCost",
     "LatencyModel",
     "LayerCost",
     "PlanMismatchError",
     "Rule",
+    "PruneReport",
+    "prune_iteratively",
     "count",
     "crop",
     "latency_model",
@@ -50,6 +57,7 @@ __all__ = [
     "plan",
     "preconfig",
     "preconfig_plan",
+    "prune",
     "register_layer",
     "supports",
 ]

@@ -267,6 +267,10 @@ class ModelGraph:
         for seg in (*a, *b):
             self.groups.tie(seg.group, ref, Fraction(dense(seg.group), dense(ref)), reason=reason)
 
+    def layout_of(self, tensor) -> Layout:
+        """The channel layout the walk gave a tensor of the model (nested models' tensors included)."""
+        return self._layouts[id(tensor)]
+
     def pin_layout(self, lay: Layout, reason: str) -> None:
         for seg in lay:
             self.groups.pin(seg.group, reason)
