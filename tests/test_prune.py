@@ -257,3 +257,25 @@ def test_prune_iteratively_reaches_the_budget_with_fine_tuning_between_steps():
     assert tf_precrop.count(small).macs == calls[1][1] <= 0.3 * dense
     with pytest.raises(ValueError, match=r"^`steps` must be a positive integer\. Received: steps=0$"):
         tf_precrop.prune_iteratively(model, flops=0.3, steps=0)
+
+
+def test_prune_takes_custom_rules_per_call():
+    """A custom per-channel layer described by custom_rules prunes like a built-in pass-through."""
+    import keras
+    import numpy as np
+
+    import tf_precrop
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, name="c1")(inputs)
+    x = Scale(name="scale")(x)
+    x = keras.layers.Conv2D(16, 3, name="c2")(x)
+    outputs = keras.layers.Dense(4, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    small = tf_precrop.prune(model, flops=0.5, custom_rules={Scale: "passthrough"})
+    assert small.get_layer("c1").filters < 16
+    assert small(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 4)

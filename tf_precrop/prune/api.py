@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from tf_precrop import api as api_lib
+from tf_precrop.graph import registry
 from tf_precrop.graph.walker import ModelGraph
 from tf_precrop.plan import CropPlan
 from tf_precrop.prune import importance as importance_lib
@@ -72,7 +73,8 @@ class PruneReport:
 
 def prune(model, plan: CropPlan | None = None, *, flops=None, params=None, latency=None, latency_model=None,
           round_to: int = 1, ignored_layers=(), uniform: bool = False, importance="l1",
-          reduction: str = "sum", data=None, loss=None, seed: int | None = None, return_report: bool = False):
+          reduction: str = "sum", data=None, loss=None, seed: int | None = None, return_report: bool = False,
+          custom_rules=None):
     """Prunes a trained model to a budget, keeping the weights of the channels that survive.
 
     Widths come from the same geometric program as ``crop`` (or one shared ratio with ``uniform=True``, or
@@ -107,6 +109,8 @@ def prune(model, plan: CropPlan | None = None, *, flops=None, params=None, laten
         loss: ``"taylor"`` only: a Keras loss (name or callable ``loss(y_true, y_pred)``).
         seed: seed of ``importance="random"``.
         return_report: also return a ``PruneReport`` (plan summary and importance kept per group).
+        custom_rules: ``{layer class: rule}`` for this call, as in ``crop``; a custom rule must subclass one of
+            the built-in rules (conv, pass-through, merge...) for its weights to be mapped.
 
     Returns:
         The pruned ``keras.Model`` (same layer names), or ``(model, PruneReport)`` with ``return_report``.
@@ -126,17 +130,20 @@ def prune(model, plan: CropPlan | None = None, *, flops=None, params=None, laten
     """
     importance_lib.check_importance(importance, reduction, data, loss)
     ignored_layers = api_lib._check_ignored(ignored_layers)
+    custom_rules = registry.resolve_rules(custom_rules)
     if plan is None:
         plan = api_lib.plan(model, flops=flops, params=params, round_to=round_to, ignored_layers=ignored_layers,
-                            uniform=uniform, latency=latency, latency_model=latency_model)
+                            uniform=uniform, latency=latency, latency_model=latency_model,
+                            custom_rules=custom_rules)
         budgets = {}
     else:
         budgets = {"flops": flops, "params": params, "latency": latency}
     # crop checks the plan against the model and builds the narrower architecture (fresh weights).
-    pruned = api_lib.crop(model, plan, ignored_layers=ignored_layers, **budgets)
+    pruned = api_lib.crop(model, plan, ignored_layers=ignored_layers, custom_rules=custom_rules, **budgets)
     # The plan's group ids are those of the graph it was made on (a plan may carry its ignored layers).
     ignored_layers = ignored_layers or tuple(getattr(plan, "ignored_layers", None) or ())
-    cmap = mapping.ChannelMap(model, ModelGraph(model, ignored_layers=ignored_layers))
+    cmap = mapping.ChannelMap(model, ModelGraph(model, ignored_layers=ignored_layers, custom_rules=custom_rules),
+                              custom_rules=custom_rules)
     scores = _scores(cmap, plan, importance, reduction, data, loss, seed, model)
     keep = selection.select(cmap, plan, scores)
     _copy_weights(cmap, keep, pruned)

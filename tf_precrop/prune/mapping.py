@@ -71,8 +71,9 @@ class ChannelMap:
         tags: elementary id -> set of constraints beyond the group (grouped-conv blocks).
     """
 
-    def __init__(self, model, graph: ModelGraph):
+    def __init__(self, model, graph: ModelGraph, custom_rules=None):
         self.graph = graph
+        self.custom_rules = custom_rules
         groups = graph.groups
         widths = [groups.dense_width(g) for g in range(len(groups))]
         self.base = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
@@ -147,7 +148,7 @@ class ChannelMap:
         return outs
 
     def _call(self, layer, path, node, ins):
-        rule = registry.rule_for(layer) or registry.Fixed()
+        rule = registry.rule_for(layer, self.custom_rules) or registry.Fixed()
         first = id(layer) not in self._first
         if first:
             self._first[id(layer)] = ins
