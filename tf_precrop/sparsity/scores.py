@@ -17,10 +17,13 @@ ReLU6 copies give all-zero scores). The user's model is never modified.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tf_precrop import _extras
 from tf_precrop.sparsity import masks as masks_lib
 from tf_precrop.sparsity import prunable
+
+# SynFlow/SNIP/GraSP gradients use tf.GradientTape.
+tf = _extras.require("tensorflow", "tf_precrop.sparsity")
 
 _IDENTITY = (
     keras.layers.Activation,
