@@ -35,7 +35,7 @@ flags.DEFINE_float("params", None, "Parameter budget as a ratio of the dense mod
 flags.DEFINE_integer("round_to", 1, "Round every cropped width to a multiple of this "
                      "(8 suits oneDNN/XNNPack).", lower_bound=1)
 flags.DEFINE_float("max_ratio", 2.0, "preconfig: largest width ratio a layer group may grow "
-                   "to (u in METHOD.md section 5).")
+                   "to (u in docs/method.md, PreConfig).")
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, data order, augmentation, masks).")
 
 flags.register_validator(
@@ -46,6 +46,9 @@ flags.register_validator(
     message="--params must be a positive ratio of the dense params")
 flags.register_validator(
     "max_ratio", lambda v: v >= 1.0, message="--max_ratio must be >= 1.0")
+flags.register_validator(
+    "model", lambda v: models.canonical_name(v) is not None,
+    message=f"--model must name a known model (case-insensitive, '_'/'-' ignored): {', '.join(models.names())}")
 
 
 def build_model(name, input_shape=None, num_classes=None, width=None):
@@ -69,7 +72,7 @@ def build_model(name, input_shape=None, num_classes=None, width=None):
     """
     if width is None:
         return models.build(name, input_shape=input_shape, num_classes=num_classes)
-    key = name.lower().replace("_", "").replace("-", "")
+    key = models.canonical_name(name)
     if key not in _WIDTH_MODELS:
         raise ValueError(f"--width applies to {', '.join(_WIDTH_MODELS)} only. "
                          f"Received: model={name!r}, width={width}")

@@ -26,6 +26,8 @@ import tf_precrop
 from apps import common
 
 FLAGS = flags.FLAGS
+# List the shared flags of apps/common.py (--model, --flops, ...) under --help, not only --helpfull.
+flags.adopt_module_key_flags(common)
 
 flags.DEFINE_enum("mode", "crop", ["crop", "preconfig"],
                   "crop: shrink to the budget (PreCrop); preconfig: redistribute widths, "

@@ -41,6 +41,8 @@ from tf_precrop import data
 from tf_precrop import sparsity
 
 FLAGS = flags.FLAGS
+# List the shared flags of apps/common.py (--model, --flops, ...) under --help, not only --helpfull.
+flags.adopt_module_key_flags(common)
 
 flags.DEFINE_enum("method", "dense", apps.METHODS, "What to train (see the module docstring).")
 flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data.SUPPORTED), "tfds dataset.")

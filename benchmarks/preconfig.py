@@ -157,7 +157,7 @@ def run_model(name, results, plot_plans):
     if name == PLOT_MODEL:
         plot_plans.update(by_res)
     results.append(info)
-    del model
+    model = None  # free the dense model before the next one is built
     keras.backend.clear_session()
     gc.collect()
 
@@ -309,12 +309,14 @@ def write_outputs(results, out_dir, uptime, seconds):
         f"{_f(mp.get('params_ratio'), '.4f')}x): same FLOPs, 80% of the parameters, the operating point the paper "
         "reports for EfficientNetB0 (+0.3% top-1; the accuracy is not reproduced here: no ImageNet offline). "
         "Both budgets bind: width still moves into the early high-resolution layers and the squeeze-excite "
-        f"bottlenecks, but the 7x7 layers give up params (7x7 params {_bucket('efficientnetb0', '7x7', 'dense params share')}"
-        f" -> {_bucket('efficientnetb0', '7x7', f'PreConfig flops=1 params={FLAGS.paper_params:g} u=2: params')} of "
+        "bottlenecks, but the 7x7 layers give up params (7x7 params "
+        f"{_bucket('efficientnetb0', '7x7', 'dense params share')} -> "
+        f"{_bucket('efficientnetb0', '7x7', f'PreConfig flops=1 params={FLAGS.paper_params:g} u=2: params')} of "
         "the dense total). Neither budget alone gives this point: flops=1.0 alone lands at "
         f"{_f(e2.get('params_ratio'), '.2f')}x params, and params={FLAGS.paper_params:g} alone at "
         f"{_f(get('efficientnetb0', f'PreCrop params={FLAGS.paper_params:g}', 1.0).get('macs_ratio'), '.2f')}x MACs "
-        f"(u=1) or {_f(get('efficientnetb0', f'PreConfig params={FLAGS.paper_params:g}', 2.0).get('macs_ratio'), '.2f')}"
+        "(u=1) or "
+        f"{_f(get('efficientnetb0', f'PreConfig params={FLAGS.paper_params:g}', 2.0).get('macs_ratio'), '.2f')}"
         "x MACs (u=2).",
         f"- **PreCrop for comparison (flops={FLAGS.precrop_flops:g}, u=1).** The same program cuts only "
         f"{_pc('efficientnetb0')} of EfficientNetB0's 40 free groups and {_pc('mobilenetv2')} of MobileNetV2's 25. "
@@ -322,7 +324,8 @@ def write_outputs(results, out_dir, uptime, seconds):
         f"the streams ({_cut('mobilenetv2')}) and also {_cut('mobilenetv2', streams=False)}. Every other "
         "expanded, depthwise and squeeze-excite width stays dense (the flat blue segments in the plot). An "
         "expanded width enters three log p_l terms (expand conv, depthwise, project conv; five with the "
-        "squeeze-excite reduce and expand convs of EfficientNet), a stream width two per block it passes, so under the sum-of-log-densities objective narrowing "
+        "squeeze-excite reduce and expand convs of EfficientNet), a stream width two per block it passes, so "
+        "under the sum-of-log-densities objective narrowing "
         "the streams is the cheapest way to halve the MACs. Whether such thin bottlenecks train as well is what "
         "the accuracy benchmarks have to show.",
         "- **u drives the result.** u is not given by the paper; `preconfig` defaults to max_ratio=2.0. The cap "

@@ -35,7 +35,8 @@ sys.meta_path.insert(0, _Blocker())
 def run_blocked(code, blocked, *, env=None, timeout=300):
     """Runs ``code`` with the ``blocked`` packages unimportable; returns the CompletedProcess.
 
-    With ``tensorflow`` blocked Keras runs on JAX unless ``env`` names another backend. The code's last stdout line may be JSON; ``last_json(result)`` reads it.
+    With ``tensorflow`` blocked Keras runs on JAX unless ``env`` names another backend. The code's last
+    stdout line may be JSON; ``last_json(result)`` reads it.
     """
     child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     if "tensorflow" in blocked and "KERAS_BACKEND" not in (env or {}):

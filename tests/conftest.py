@@ -1,5 +1,7 @@
-"""Shared pytest setup: quiet TensorFlow, deterministic seeds."""
+"""Shared pytest setup: quiet TensorFlow, deterministic seeds, absl flags reset per test, the JAX subset."""
 import os
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -20,3 +22,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in BACKEND_AGNOSTIC_FILES:
             item.add_marker("backend_agnostic")
+
+
+@pytest.fixture
+def fresh_flags():
+    """absl flags unparsed before and restored after the test (the apps' tests parse their own argv)."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        yield
+    flags.FLAGS.unparse_flags()

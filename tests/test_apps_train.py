@@ -12,7 +12,6 @@ import textwrap
 
 from absl import app
 from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -27,12 +26,8 @@ TINY = ["--model=resnet20", "--width=4", "--dataset=fashion_mnist", "--batch_siz
         "--train_take=64", "--test_take=32", "--verbose=0"]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_flags():
-    with flagsaver.flagsaver():
-        FLAGS.unparse_flags()
-        yield
-    FLAGS.unparse_flags()
+# Every test parses its own flags (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_flags")
 
 
 def _train(tmp_path, *args, epochs=1):

@@ -114,8 +114,8 @@ def fit_rates(feature_rows, latencies_ms) -> np.ndarray:
     """The four rates (ns per unit of each of ``FEATURES``) that best explain measured latencies.
 
     Non-negative least squares on the relative error. If that explains the timings by the per-op constant
-    alone (the width-dependent rates explain < 0.1 % of every latency: the timings do not vary with width), the columns that
-    are constant over the measurements are dropped and the width-dependent rates fitted alone, with a
+    alone (the width-dependent rates explain < 0.1 % of every latency: the timings do not vary with width),
+    the columns that are constant over the measurements are dropped and the width-dependent rates fitted alone, with a
     ``RuntimeWarning``: a latency model that ignores the widths cannot drive a latency budget.
 
     Args:

@@ -1,7 +1,7 @@
 """Reporting helpers: per-layer width plots of one or more plans, Markdown tables.
 
-matplotlib (the `[plots]` extra) is imported lazily (inside `plot_widths`) with the non-interactive Agg backend, so importing this
-module costs nothing and works on headless machines.
+matplotlib (the `[plots]` extra) is imported lazily (inside `plot_widths`) with the non-interactive Agg
+backend, so importing this module costs nothing and works on headless machines.
 """
 
 from __future__ import annotations
