@@ -34,6 +34,8 @@ def recipes(draw, max_blocks=3):
         kinds = ["conv", "dw", "sep", "res", "cat", "group", "se"]
         if size >= 4:
             kinds.append("pool")
+        if size <= 8:  # upsampling keeps the map small enough for the other blocks
+            kinds.append("up")
         kind = draw(st.sampled_from(kinds))
         stride = draw(st.sampled_from([1, 2])) if size >= 4 else 1
         norm = draw(st.booleans())
@@ -71,6 +73,10 @@ def recipes(draw, max_blocks=3):
         elif kind == "pool":
             blocks.append(("pool",))
             size //= 2
+        elif kind == "up":
+            out = draw(WIDTHS)
+            blocks.append(("up", out, norm))
+            width, size = out, size * 2
     blocks.append(("head", draw(st.sampled_from(["flatten", "gap"]))))
     return tuple(blocks)
 
@@ -125,6 +131,9 @@ def build(recipe) -> keras.Model:
             x = L.Multiply(name=f"{name}_gate")([x, s])
         elif kind == "pool":
             x = L.MaxPooling2D(2, name=name)(x)
+        elif kind == "up":
+            _, out, norm = block
+            x = bn_relu(L.Conv2DTranspose(out, 3, strides=2, padding="same", name=name)(x), norm, name)
     if recipe[-1][1] == "flatten":
         x = L.Flatten(name="flatten")(x)
     else:

@@ -1,4 +1,4 @@
-"""Layer-wise density solver (METHOD §3) against its closed forms, and budgets."""
+"""Layer-wise density solver (docs/method.md § Layer-wise densities) against its closed forms, and budgets."""
 
 import keras
 import numpy as np

@@ -1,4 +1,4 @@
-"""Layer-wise densities: budgets, the convex optimum (METHOD §3) and closed forms.
+"""Layer-wise densities: budgets, the convex optimum (docs/method.md § Layer-wise densities) and closed forms.
 
 A *density* ``p_l`` is the fraction of layer ``l``'s kernel weights that is
 kept. Budgets are ratios of the dense cost:
@@ -201,7 +201,7 @@ def water_filling(costs, budget):
 
 
 def solve_densities(weights, macs, *, max_weights=None, max_macs=None):
-    """Solves METHOD §3 with cvxpy: ``max sum log p`` under kernel budgets.
+    """Solves docs/method.md § Layer-wise densities with cvxpy: ``max sum log p`` under kernel budgets.
 
     Variables are ``x = log p`` so the objective is linear and each budget is
     ``sum c_l exp(x_l) <= B`` (exponential cone, CLARABEL).

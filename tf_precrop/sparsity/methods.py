@@ -49,7 +49,7 @@ def _scored(model, method, scores, budget_kwargs, seed):
 
 
 def synflow(model, *, flops=None, params=None, density=None, seed=0, iterations=100):
-    """SynFlow masks (METHOD §2): iterative, data-free, global threshold.
+    """SynFlow masks (docs/method.md § SynFlow and SynExp): iterative, data-free, global threshold.
 
     Args:
         model: A built Keras 3 model with a static input shape.
