@@ -60,9 +60,11 @@ flags.DEFINE_integer("train_take", None, "Use only the first N training examples
 flags.DEFINE_integer("test_take", None, "Use only the first N test examples.", lower_bound=1)
 flags.DEFINE_integer("validation_freq", 1, "Evaluate on the test split every N epochs during "
                      "training (0: only once at the end).", lower_bound=0)
-flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy: none, MirroredStrategy (local devices) or "
-                  "MultiWorkerMirroredStrategy (needs TF_CONFIG).")
+flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "data_parallel", "multi_worker"],
+                  "default: one device; mirrored: tf.distribute.MirroredStrategy over the local devices "
+                  "(TensorFlow backend); data_parallel: keras.distribution.DataParallel over the local devices "
+                  "(KERAS_BACKEND=jax, structured methods); multi_worker: refused, Keras 3 fit fails under "
+                  "MultiWorkerMirroredStrategy (docs/apps.md).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line "
                      "per epoch.", lower_bound=0, upper_bound=2)
 
@@ -80,6 +82,15 @@ def check_flags():
     if (FLAGS.method not in ("dense", "preconfig", "masks") and FLAGS.flops is None
             and FLAGS.params is None):
         raise app.UsageError(f"--method={FLAGS.method} needs a budget: pass --flops and/or --params.")
+    if FLAGS.distribution == "multi_worker":
+        raise app.UsageError(common.MULTI_WORKER_UNSUPPORTED)
+    if FLAGS.distribution == "data_parallel" and keras.backend.backend() != "jax":
+        raise app.UsageError("--distribution=data_parallel needs the JAX backend (keras.distribution supports "
+                             f"JAX only): run with KERAS_BACKEND=jax. Received: backend {keras.backend.backend()!r}")
+    if FLAGS.distribution == "data_parallel" and FLAGS.method not in apps.STRUCTURED_METHODS:
+        raise app.UsageError("--distribution=data_parallel trains Keras 3 models only (the structured methods "
+                             f"{', '.join(apps.STRUCTURED_METHODS)}); the sparse methods train a tf_keras model "
+                             f"through TF-MOT. Received: --method={FLAGS.method}")
     if (FLAGS.method == "masks") != (FLAGS.masks is not None):
         raise app.UsageError("--masks goes with --method=masks, and --method=masks needs --masks. "
                              f"Received: --method={FLAGS.method} --masks={FLAGS.masks}")
