@@ -34,7 +34,8 @@ flags.DEFINE_string("model", "resnet20", "Model name for tf_precrop.models.build
                     "resnet50).")
 flags.DEFINE_list("flops", ["0.5", "0.25"], "Target MACs ratios (FLOPs = 2 x MACs: the ratio is the same).")
 flags.DEFINE_list("methods", ["dense", "precrop", "uniform", "synflow"],
-                  "Arms: dense, precrop[:round_to], uniform[:round_to], synflow.")
+                  "Arms: dense, precrop[:round_to], precrop_latency[:round_to] (a latency budget, see "
+                  "--latency_model), uniform[:round_to], synflow.")
 flags.DEFINE_list("threads", ["1", "2"], "LiteRT interpreter thread counts.")
 flags.DEFINE_integer("round_to", 8, "Default width multiple of precrop and uniform.", lower_bound=1)
 flags.DEFINE_list("input_shape", None, "Model input shape, e.g. 224,224,3 (default: the model's).")
@@ -90,9 +91,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     flops = _parse(FLAGS.flops, float, "flops")
     threads = _parse(FLAGS.threads, int, "threads")
-    bad = [f for f in flops if not 0 < f < 1]
+    bad = [f for f in flops if not 0 < f <= 1]
     if bad:
-        raise app.UsageError(f"--flops ratios must be in (0, 1). Received: {bad}")
+        raise app.UsageError(f"--flops ratios must be in (0, 1]. Received: {bad}")
     if any(n < 1 for n in threads):
         raise app.UsageError(f"--threads must be >= 1. Received: {threads}")
     try:
