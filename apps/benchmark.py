@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import apps
 from tf_precrop.export import study
 
 flags.DEFINE_string("model", "resnet20", "Model name for tf_precrop.models.build (e.g. resnet20, mobilenet_v2, "
@@ -68,11 +69,7 @@ def _latency_model(input_shape, num_threads, log):
     from tf_precrop import export  # pylint: disable=g-import-not-at-top
 
     if FLAGS.latency_model:
-        try:
-            with open(FLAGS.latency_model) as f:
-                return tf_precrop.LatencyModel.from_json(f.read())
-        except (OSError, ValueError) as err:
-            raise app.UsageError(f"--latency_model: {err}. Received: --latency_model={FLAGS.latency_model}")
+        return apps.load_latency_model(FLAGS.latency_model)
     model = tf_precrop.models.build(FLAGS.model, input_shape=tuple(input_shape) if input_shape else None)
     log(f"calibrating a latency model on {FLAGS.calibration_samples} narrowed variants ...")
     cal = export.calibrate_latency(model, samples=FLAGS.calibration_samples, round_to=FLAGS.round_to,
