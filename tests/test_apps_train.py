@@ -128,53 +128,44 @@ def test_data_parallel_needs_jax():
         train.main([])
 
 
-def test_data_parallel_over_two_jax_cpu_devices(tmp_path):
-    """keras.distribution.DataParallel on the JAX backend, two host CPU devices, in a subprocess."""
+def _train_in_subprocess(tmp_path, setup, distribution, env=()):
+    """Runs a tiny precrop training with --distribution in a fresh process after `setup` code."""
     model_dir = str(tmp_path / "run")
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent(setup) + textwrap.dedent(f"""
         import runpy, sys
-        import jax
-        assert len(jax.devices()) == 2, jax.devices()
         import tensorflow_datasets as tfds
-        sys.argv = ["apps.train", *{TINY!r}, "--epochs=1", "--distribution=data_parallel",
+        sys.argv = ["apps.train", *{TINY!r}, "--epochs=1", "--distribution={distribution}",
                     "--method=precrop", "--flops=0.5", "--model_dir={model_dir}"]
         with tfds.testing.mock_data(num_examples=64):
             runpy.run_module("apps.train", run_name="__main__")
     """)
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env.update(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+    child_env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    child_env.update(env)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=child_env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
     assert results["replicas"] == 2
-    assert results["flags"]["distribution"] == "data_parallel"
+    assert results["flags"]["distribution"] == distribution
+    assert results["steps_per_epoch"] == 4 and results["steps_timed"] == 3
+    return results, model_dir
+
+
+def test_data_parallel_over_two_jax_cpu_devices(tmp_path):
+    """keras.distribution.DataParallel on the JAX backend, two host CPU devices."""
+    results, model_dir = _train_in_subprocess(tmp_path, """
+        import jax
+        assert len(jax.devices()) == 2, jax.devices()
+    """, "data_parallel", env={"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert 0.4 < results["macs_ratio"] <= 0.5
-    assert results["steps_per_epoch"] == 4
     assert os.listdir(os.path.join(model_dir, "checkpoints")) == ["ckpt-1.weights.h5"]
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
-    """In a subprocess: logical devices must be configured before TensorFlow initialises."""
-    model_dir = str(tmp_path / "run")
-    script = textwrap.dedent(f"""
-        import runpy, sys
+    """Logical devices must be configured before TensorFlow initialises: hence the subprocess."""
+    _train_in_subprocess(tmp_path, """
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import tensorflow_datasets as tfds
-        sys.argv = ["apps.train", *{TINY!r}, "--epochs=1", "--distribution=mirrored",
-                    "--method=precrop", "--flops=0.5", "--model_dir={model_dir}"]
-        with tfds.testing.mock_data(num_examples=64):
-            runpy.run_module("apps.train", run_name="__main__")
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(os.path.join(model_dir, "results.json")) as f:
-        results = json.load(f)
-    assert results["replicas"] == 2
-    assert results["flags"]["distribution"] == "mirrored"
-    assert results["steps_per_epoch"] == 4 and results["steps_timed"] == 3
+    """, "mirrored")
