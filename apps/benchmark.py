@@ -28,13 +28,15 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import apps
 from tf_precrop.export import study
 
 flags.DEFINE_string("model", "resnet20", "Model name for tf_precrop.models.build (e.g. resnet20, mobilenet_v2, "
                     "resnet50).")
 flags.DEFINE_list("flops", ["0.5", "0.25"], "Target MACs ratios (FLOPs = 2 x MACs: the ratio is the same).")
 flags.DEFINE_list("methods", ["dense", "precrop", "uniform", "synflow"],
-                  "Arms: dense, precrop[:round_to], uniform[:round_to], synflow.")
+                  "Arms: dense, precrop[:round_to], precrop_latency[:round_to] (a latency budget, see "
+                  "--latency_model), uniform[:round_to], synflow.")
 flags.DEFINE_list("threads", ["1", "2"], "LiteRT interpreter thread counts.")
 flags.DEFINE_integer("round_to", 8, "Default width multiple of precrop and uniform.", lower_bound=1)
 flags.DEFINE_list("input_shape", None, "Model input shape, e.g. 224,224,3 (default: the model's).")
@@ -67,11 +69,7 @@ def _latency_model(input_shape, num_threads, log):
     from tf_precrop import export  # pylint: disable=g-import-not-at-top
 
     if FLAGS.latency_model:
-        try:
-            with open(FLAGS.latency_model) as f:
-                return tf_precrop.LatencyModel.from_json(f.read())
-        except (OSError, ValueError) as err:
-            raise app.UsageError(f"--latency_model: {err}. Received: --latency_model={FLAGS.latency_model}")
+        return apps.load_latency_model(FLAGS.latency_model)
     model = tf_precrop.models.build(FLAGS.model, input_shape=tuple(input_shape) if input_shape else None)
     log(f"calibrating a latency model on {FLAGS.calibration_samples} narrowed variants ...")
     cal = export.calibrate_latency(model, samples=FLAGS.calibration_samples, round_to=FLAGS.round_to,
@@ -90,9 +88,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     flops = _parse(FLAGS.flops, float, "flops")
     threads = _parse(FLAGS.threads, int, "threads")
-    bad = [f for f in flops if not 0 < f < 1]
+    bad = [f for f in flops if not 0 < f <= 1]
     if bad:
-        raise app.UsageError(f"--flops ratios must be in (0, 1). Received: {bad}")
+        raise app.UsageError(f"--flops ratios must be in (0, 1]. Received: {bad}")
     if any(n < 1 for n in threads):
         raise app.UsageError(f"--threads must be >= 1. Received: {threads}")
     try:

@@ -5,6 +5,8 @@ one process (absl flags are global). `apps.compare` defines its own grid flags
 and never imports this module.
 """
 
+import contextlib
+import glob
 import json
 import math
 import os
@@ -35,7 +37,7 @@ flags.DEFINE_float("params", None, "Parameter budget as a ratio of the dense mod
 flags.DEFINE_integer("round_to", 1, "Round every cropped width to a multiple of this "
                      "(8 suits oneDNN/XNNPack).", lower_bound=1)
 flags.DEFINE_float("max_ratio", 2.0, "preconfig: largest width ratio a layer group may grow "
-                   "to (u in METHOD.md section 5).")
+                   "to (u in docs/method.md, PreConfig).")
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation, data order, augmentation, masks).")
 
 flags.register_validator(
@@ -46,6 +48,9 @@ flags.register_validator(
     message="--params must be a positive ratio of the dense params")
 flags.register_validator(
     "max_ratio", lambda v: v >= 1.0, message="--max_ratio must be >= 1.0")
+flags.register_validator(
+    "model", lambda v: models.canonical_name(v) is not None,
+    message=f"--model must name a known model (case-insensitive, '_'/'-' ignored): {', '.join(models.names())}")
 
 
 def build_model(name, input_shape=None, num_classes=None, width=None):
@@ -69,7 +74,7 @@ def build_model(name, input_shape=None, num_classes=None, width=None):
     """
     if width is None:
         return models.build(name, input_shape=input_shape, num_classes=num_classes)
-    key = name.lower().replace("_", "").replace("-", "")
+    key = models.canonical_name(name)
     if key not in _WIDTH_MODELS:
         raise ValueError(f"--width applies to {', '.join(_WIDTH_MODELS)} only. "
                          f"Received: model={name!r}, width={width}")
@@ -105,18 +110,44 @@ def resize(method, model, *, flops=None, params=None, round_to=1, max_ratio=2.0,
                            uniform=method == "uniform_width", seed=seed)
 
 
+#: Why --distribution=multi_worker is refused (docs/apps.md, "Distributed training").
+MULTI_WORKER_UNSUPPORTED = (
+    "--distribution=multi_worker is not supported: Keras 3 `fit` under tf.distribute.MultiWorkerMirroredStrategy "
+    "fails in Keras itself (\"Attempt to convert a value (PerReplica...)\", an open Keras 3 bug). Train on one "
+    "machine's devices with --distribution=mirrored (TensorFlow) or --distribution=data_parallel "
+    "(KERAS_BACKEND=jax); see docs/apps.md.")
+
+
+class DataParallel:
+    """`keras.distribution.DataParallel` over every local device, with the two members of a
+    `tf.distribute.Strategy` that apps.train uses (`scope()`, `num_replicas_in_sync`).
+
+    Keras distributes variables and batches itself once the distribution is set (JAX backend only), so
+    `scope()` has nothing to enter.
+    """
+
+    def __init__(self):
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def distribution_strategy(name):
-    """Returns the `tf.distribute` strategy named by `--distribution`.
+    """Returns the distribution named by `--distribution`.
 
     Args:
-        name: "default" (no distribution), "mirrored" (all local devices) or
-            "multi_worker" (needs TF_CONFIG, see docs/apps.md).
+        name: "default" (no distribution), "mirrored" (tf.distribute.MirroredStrategy over all local
+            devices, TensorFlow backend), "data_parallel" (keras.distribution.DataParallel over all local
+            devices, JAX backend) or "multi_worker" (refused: see `MULTI_WORKER_UNSUPPORTED`).
 
     Returns:
-        A `tf.distribute.Strategy`.
+        A `tf.distribute.Strategy`, or a `DataParallel`.
 
     Raises:
-        ValueError: for "multi_worker" when TF_CONFIG is not set.
+        ValueError: for "multi_worker", and for "data_parallel" on a backend other than JAX.
 
     Example:
         >>> with distribution_strategy("mirrored").scope():
@@ -125,11 +156,13 @@ def distribution_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError(
-                "--distribution=multi_worker needs the TF_CONFIG environment variable "
-                "(the cluster and this worker's task); see docs/apps.md for an example.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise ValueError(MULTI_WORKER_UNSUPPORTED)
+    if name == "data_parallel":
+        if keras.backend.backend() != "jax":
+            raise ValueError("--distribution=data_parallel needs the JAX backend (keras.distribution supports "
+                             "JAX only): set KERAS_BACKEND=jax, or use --distribution=mirrored on TensorFlow. "
+                             f"Received: backend {keras.backend.backend()!r}")
+        return DataParallel()
     return tf.distribute.get_strategy()
 
 
@@ -208,6 +241,13 @@ class TrainMonitor(keras.callbacks.Callback):
             if self.step_times:
                 _scalar("step_time_ms", 1e3 * sum(self.step_times) / len(self.step_times))
         self._writer.flush()
+        if isinstance(self.model, keras.Model) and keras.backend.backend() != "tensorflow":
+            # A Keras 3 model on JAX (or torch) is not a TensorFlow trackable: keep its weights file instead.
+            os.makedirs(self._checkpoint_dir, exist_ok=True)
+            for old in glob.glob(os.path.join(self._checkpoint_dir, "*.weights.h5")):
+                os.remove(old)
+            self.model.save_weights(os.path.join(self._checkpoint_dir, f"ckpt-{epoch + 1}.weights.h5"))
+            return
         if self._manager is None:
             checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
             self._manager = tf.train.CheckpointManager(checkpoint, self._checkpoint_dir, 1)

@@ -23,10 +23,13 @@ from absl import flags
 import keras
 
 import tf_precrop
+import apps
 from apps import common
 from apps import model_flags  # noqa: F401  (--model_path, --ignored_layers, --save)
 
 FLAGS = flags.FLAGS
+# List the shared flags of apps/common.py (--model, --flops, ...) under --help, not only --helpfull.
+flags.adopt_module_key_flags(common)
 
 flags.DEFINE_enum("mode", "crop", ["crop", "preconfig"],
                   "crop: shrink to the budget (PreCrop); preconfig: redistribute widths, "
@@ -54,13 +57,7 @@ def main(argv):
         raise app.UsageError("--mode=crop needs a budget: pass --flops, --params and/or --latency.")
     if FLAGS.mode == "preconfig" and FLAGS.latency is not None:
         raise app.UsageError(f"--latency works with --mode=crop only. Received: --latency={FLAGS.latency:g}")
-    latency_model = None
-    if FLAGS.latency_model:
-        try:
-            with open(FLAGS.latency_model) as f:
-                latency_model = tf_precrop.LatencyModel.from_json(f.read())
-        except (OSError, ValueError) as err:
-            raise app.UsageError(f"--latency_model: {err}. Received: --latency_model={FLAGS.latency_model}")
+    latency_model = apps.load_latency_model(FLAGS.latency_model) if FLAGS.latency_model else None
     if FLAGS.mode == "crop" and (FLAGS.flops or 0) > 1:
         raise app.UsageError("--flops must be in (0, 1] with --mode=crop (it only shrinks); use "
                              f"--mode=preconfig to let layers grow. Received: --flops={FLAGS.flops:g}")

@@ -47,6 +47,8 @@ from tf_precrop import data
 from tf_precrop import sparsity
 
 FLAGS = flags.FLAGS
+# List the shared flags of apps/common.py (--model, --flops, ...) under --help, not only --helpfull.
+flags.adopt_module_key_flags(common)
 
 flags.DEFINE_enum("method", "dense", apps.METHODS, "What to train (see the module docstring).")
 flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data.SUPPORTED), "tfds dataset.")
@@ -64,9 +66,11 @@ flags.DEFINE_integer("train_take", None, "Use only the first N training examples
 flags.DEFINE_integer("test_take", None, "Use only the first N test examples.", lower_bound=1)
 flags.DEFINE_integer("validation_freq", 1, "Evaluate on the test split every N epochs during "
                      "training (0: only once at the end).", lower_bound=0)
-flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy: none, MirroredStrategy (local devices) or "
-                  "MultiWorkerMirroredStrategy (needs TF_CONFIG).")
+flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "data_parallel", "multi_worker"],
+                  "default: one device; mirrored: tf.distribute.MirroredStrategy over the local devices "
+                  "(TensorFlow backend); data_parallel: keras.distribution.DataParallel over the local devices "
+                  "(KERAS_BACKEND=jax, structured methods); multi_worker: refused, Keras 3 fit fails under "
+                  "MultiWorkerMirroredStrategy (docs/apps.md).")
 flags.DEFINE_string("init_from", None, "Train this saved .keras model (e.g. from apps.prune), weights "
                     "kept, instead of building --model (with --method=dense).")
 flags.DEFINE_string("teacher", None, "Distill from this trained .keras model (structured methods): "
@@ -102,6 +106,15 @@ def check_flags():
     if FLAGS.teacher and FLAGS.method not in apps.STRUCTURED_METHODS:
         raise app.UsageError("--teacher works with the Keras 3 (structured) methods "
                              f"{list(apps.STRUCTURED_METHODS)}. Received: --method={FLAGS.method}")
+    if FLAGS.distribution == "multi_worker":
+        raise app.UsageError(common.MULTI_WORKER_UNSUPPORTED)
+    if FLAGS.distribution == "data_parallel" and keras.backend.backend() != "jax":
+        raise app.UsageError("--distribution=data_parallel needs the JAX backend (keras.distribution supports "
+                             f"JAX only): run with KERAS_BACKEND=jax. Received: backend {keras.backend.backend()!r}")
+    if FLAGS.distribution == "data_parallel" and FLAGS.method not in apps.STRUCTURED_METHODS:
+        raise app.UsageError("--distribution=data_parallel trains Keras 3 models only (the structured methods "
+                             f"{', '.join(apps.STRUCTURED_METHODS)}); the sparse methods train a tf_keras model "
+                             f"through TF-MOT. Received: --method={FLAGS.method}")
     if (FLAGS.method == "masks") != (FLAGS.masks is not None):
         raise app.UsageError("--masks goes with --method=masks, and --method=masks needs --masks. "
                              f"Received: --method={FLAGS.method} --masks={FLAGS.masks}")

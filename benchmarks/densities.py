@@ -5,7 +5,7 @@ For ResNet-20 (32x32, CIFAR) and MobileNetV2 (224x224, ImageNet head) at each
 kernel) is computed on the same freshly initialised Keras 3 model:
     synflow   tf_precrop.sparsity.synflow (100 iterations, linearized float64 copy)
     erk       tf_precrop.sparsity.erk_densities (scaled to the MACs budget)
-    optimal   tf_precrop.sparsity.optimal_densities (METHOD §3, cvxpy)
+    optimal   tf_precrop.sparsity.optimal_densities (docs/method.md § Layer-wise densities, cvxpy)
     precrop   tf_precrop.plan(model, flops=...).layers[i].density (c_in * c_out)
 It also reports the §3 objective sum_l log p_l of each method (the SynExp proxy;
 the optimum is its maximum at this budget over unstructured densities) and the
@@ -128,7 +128,8 @@ def _markdown(results, load):
         "",
         "`p_l` = kept fraction of each prunable kernel. `macs_ratio` = effective kept MACs / dense "
         "MACs (PreCrop: the achieved ratio of the rounded plan). `sum log p` is the §3 objective "
-        "(the SynExp proxy, METHOD §2): the optimum maximises it over unstructured densities; "
+        "(the SynExp proxy, docs/method.md § SynFlow and SynExp): the optimum maximises it over unstructured "
+        "densities; "
         "PreCrop maximises it over c_in·c_out densities; -inf means a layer is empty.",
         "",
         "## Summary",

@@ -1,10 +1,10 @@
 r"""TFLite latency on this CPU: dense vs PreCrop vs uniform width vs SynFlow-sparse.
 
 ResNet-20 (32x32), MobileNetV2 (224x224) and ResNet-50 (224x224) at MACs ratios
-0.75 / 0.5 / 0.25; arms: PreCrop with round_to=1 and 8, PreCrop at a latency
-budget (round_to=8; the ratio is the target of a latency model fitted here to
+0.75 / 0.5 / 0.25; arms: PreCrop with round_to=1, 8 and 16, PreCrop at a latency
+budget (round_to=8 and 16; the ratio is the target of a latency model fitted here to
 randomly narrowed variants of the model, `tf_precrop.export.calibrate_latency`),
-uniform width scaling (one shared ratio, round_to=8) and SynFlow masks exported
+uniform width scaling (one shared ratio, round_to=8 and 16) and SynFlow masks exported
 sparse; 1 and 2 LiteRT threads. Every .tflite export is parity-checked against
 its Keras model.
 

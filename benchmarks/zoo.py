@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 
 from absl import app
@@ -140,7 +139,7 @@ def run_model(name):
             # MobileNetV3's builder leaves the spatial size open by default (input_shape=None ->
             # (None, None, 3)); MACs need a fixed size, so use the 224x224 its docs name as the default.
             row["note"] = f"default input {model.input_shape[1:]} has open dimensions; built at 224x224x3"
-            del model
+            model = None  # free it before building again
             model, row["build_s"], row["build_cpu_s"] = _timed_cpu(
                 lambda: tf_precrop.models.build(name, input_shape=(224, 224, 3)))
         shape = tuple(model.input_shape[1:])
@@ -177,7 +176,7 @@ def run_model(name):
     except Exception as err:  # pylint: disable=broad-except
         errors.append(f"{type(err).__name__}: {str(err)[:500]}")
     finally:
-        del model, small
+        model = small = None  # free them before the next model
         keras.backend.clear_session()
         gc.collect()
     row["error"] = "; ".join(errors) or None
@@ -298,8 +297,9 @@ def write_summary(data, out_dir):
         "- Where crop time goes (one cProfile of NASNetMobile's crop, 770 layers, 14.8 s wall / 7.1 s CPU under "
         "load ~7): 54% Keras building the new layers and creating/initialising their 1,126 variables "
         "(`Layer._maybe_build` -> `add_weight`), 25% `Layer.from_config` in tf_precrop/rebuild.py, 6% "
-        "re-walking the graph to check that the plan matches the model; no solver work. Column *build s* is `tf_precrop.models.build` of the dense model, for scale.",
-        f"- `count_params()` / MACs of the cropped model equal the plan's: "
+        "re-walking the graph to check that the plan matches the model; no solver work. Column *build s* is "
+        "`tf_precrop.models.build` of the dense model, for scale.",
+        "- `count_params()` / MACs of the cropped model equal the plan's: "
         + ("all models" if not mismatches else "MISMATCH for " + ", ".join(mismatches)) + ".",
         f"- Achieved MACs ratio at flops={f_:g}: max |ratio - {f_:g}| = {max(f_dev):.4f}; achieved params ratio "
         f"at params={p_:g}: max |ratio - {p_:g}| = {max(p_dev):.4f}." if f_dev and p_dev else "",

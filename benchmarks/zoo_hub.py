@@ -30,7 +30,8 @@ from benchmarks import zoo
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 96, "Input size (NxNx3) of every keras_hub model.")
 
-CSV_COLUMNS = zoo.CSV_COLUMNS[:-3] + ["count_s", "count_cpu_s", "layers_match", "structure_kept", "residual_blocks"] + zoo.CSV_COLUMNS[-3:]
+CSV_COLUMNS = (zoo.CSV_COLUMNS[:-3] + ["count_s", "count_cpu_s", "layers_match", "structure_kept", "residual_blocks"]
+               + zoo.CSV_COLUMNS[-3:])
 
 
 def _families():

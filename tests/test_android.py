@@ -101,7 +101,7 @@ def test_truncated_output_is_an_error():
 def test_parsed_output_renders_in_the_shared_table():
     stats = android.parse_benchmark_output(_fixture("benchmark_model_native.txt"))
     row = latency.format_table([dict(stats, name="mobilenet_quant_v1_224.tflite", num_threads=4)]).splitlines()[2]
-    assert row == "| mobilenet_quant_v1_224.tflite | 4 | 4175.9 | 5.62 | 119.340 | 102.879 | - | - | 0.119 | 102.639 | 50 |"
+    assert row == "| mobilenet_quant_v1_224.tflite | 4 | 4175.9 | 5.62 | 119.340 | 102.879 | - | - | 0.119 | 102.639 | 50 |"  # noqa: E501
 
 
 def test_device_commands():

@@ -6,7 +6,6 @@ import re
 
 from absl import app
 from absl import flags
-from absl.testing import flagsaver
 import keras
 import pytest
 
@@ -16,12 +15,8 @@ from apps import crop
 FLAGS = flags.FLAGS
 
 
-@pytest.fixture(autouse=True)
-def _fresh_flags():
-    with flagsaver.flagsaver():
-        FLAGS.unparse_flags()
-        yield
-    FLAGS.unparse_flags()
+# Every test parses its own flags (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_flags")
 
 
 def _run(*args):
@@ -83,9 +78,36 @@ def test_bad_flags_are_rejected_when_parsed(argv, message):
     assert str(error.value) == message
 
 
-def test_unknown_model_lists_the_choices():
-    with pytest.raises(ValueError, match=r"^Unknown model name: 'resnet21'\. Supported: .*resnet20"):
-        _run("--model=resnet21", "--flops=0.5")
+def test_unknown_model_is_a_flag_error_listing_the_choices():
+    with pytest.raises(flags.IllegalFlagValueError, match=re.escape(
+            "flag --model=resnet21: --model must name a known model (case-insensitive, '_'/'-' ignored): ")) as error:
+        FLAGS(["apps.crop", "--model=resnet21", "--flops=0.5"])
+    assert "resnet20" in str(error.value) and "mobilenetv2" in str(error.value)
+
+
+@pytest.mark.parametrize("app_module", ["apps.crop", "apps.train"])
+def test_help_lists_the_shared_flags(app_module):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", app_module, "--help"], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"})
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]  # (absl exits 1 after --help)
+    for flag in ("--model", "--flops", "--params", "--round_to", "--seed", "--width", "--max_ratio"):
+        assert f"\n  {flag}:" in done.stdout, flag
+
+
+def test_unknown_model_in_a_subprocess_is_not_a_traceback():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "apps.crop", "--model=resnet21", "--flops=0.5"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "FATAL Flags parsing error: flag --model=resnet21: --model must name a known model" in done.stderr
 
 
 def test_width_only_for_cifar_resnets():

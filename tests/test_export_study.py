@@ -109,7 +109,7 @@ def test_app_builds_exports_measures_and_reports(tmp_path):
 def test_app_rejects_bad_flags(tmp_path):
     proc = _app("--flops=1.5", f"--out_dir={tmp_path}")
     assert proc.returncode == 1
-    assert "--flops ratios must be in (0, 1). Received: [1.5]" in proc.stderr
+    assert "--flops ratios must be in (0, 1]. Received: [1.5]" in proc.stderr
 
 
 def test_precrop_latency_arm_needs_a_latency_model_and_meets_its_target():

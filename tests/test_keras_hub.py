@@ -10,10 +10,10 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
 
-import keras
+import keras  # noqa: E402
 
-import tf_precrop
-from tf_precrop.graph import keras_hub_rules
+import tf_precrop  # noqa: E402
+from tf_precrop.graph import keras_hub_rules  # noqa: E402
 
 H = keras_hub.models
 SHAPE = (32, 32, 3)

@@ -237,8 +237,8 @@ print("ok", small.count_params() < model.count_params())
 '''
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": root}
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=root, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=root, env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok True")
 

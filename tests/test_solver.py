@@ -49,7 +49,8 @@ def _kkt(log_c, per_group_sums):
 
 
 def test_params_budget_kkt_on_a_chain():
-    """METHOD.md §4: at an interior optimum every hidden group keeps the same weights over its 2 layers."""
+    """docs/method.md § The program: at an interior optimum every hidden group keeps the same weights over its
+    2 layers."""
     model = _chain()
     graph, problem, log_c = _continuous(model, {"params": 0.3})
     kept = _kept_weights(graph, problem, log_c)

@@ -1,4 +1,4 @@
-"""Layer-wise density solver (METHOD §3) against its closed forms, and budgets."""
+"""Layer-wise density solver (docs/method.md § Layer-wise densities) against its closed forms, and budgets."""
 
 import keras
 import numpy as np
@@ -90,9 +90,9 @@ def test_model_level_densities_meet_budgets():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(density=1.5), ValueError, "`density` must be in (0, 1]. Received: density=1.5"),
-        (dict(flops=0), ValueError, "`flops` must be in (0, 1]. Received: flops=0"),
-        (dict(params="0.5"), TypeError, "`params` must be a number in (0, 1]. Received: params='0.5' of type str"),
+        (dict(density=1.5), ValueError, "`density` must be a ratio in (0, 1]. Received: density=1.5"),
+        (dict(flops=0), ValueError, "`flops` must be a ratio in (0, 1]. Received: flops=0"),
+        (dict(params="0.5"), TypeError, "`params` must be a number. Received: params='0.5'"),
         (dict(), ValueError, "Give a budget: flops=, params= or density= (ratios in (0, 1]). "
                              "Received: flops=None, params=None, density=None"),
         (dict(flops=0.5, density=0.5), ValueError, "`density` cannot be combined with `flops` or `params`. "

@@ -165,7 +165,7 @@ def test_errors_are_exact():
     )
     with pytest.raises(ValueError) as info:
         sparsity.magnitude(model, density=1.5)
-    assert str(info.value) == "`density` must be in (0, 1]. Received: density=1.5"
+    assert str(info.value) == "`density` must be a ratio in (0, 1]. Received: density=1.5"
     with pytest.raises(ValueError) as info:
         sparsity.snip(model, flops=0.5)
     assert str(info.value) == (

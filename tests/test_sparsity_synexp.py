@@ -1,7 +1,6 @@
 """SynExp: weight-level Monte Carlo equals (prod p) R; channel-level coupling departs from it."""
 
 import keras
-import numpy as np
 import pytest
 
 from tf_precrop import sparsity

@@ -37,7 +37,7 @@ def test_masks_fixed_through_fit_strip_and_tflite():
     model = tiny_model()
     masks = sparsity.erk(model, density=0.3, seed=1)
     pruned = sparsity.to_tfmot(model, masks)
-    wrappers = [l for l in pruned.layers if l.__class__.__name__ == "PruneLowMagnitude"]
+    wrappers = [layer for layer in pruned.layers if layer.__class__.__name__ == "PruneLowMagnitude"]
     assert sorted(w.layer.name for w in wrappers) == ["c1", "dw", "fc", "sep", "tr"]
     pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ def test_masks_fixed_through_fit_strip_and_tflite():
     before = {w.layer.name: [v.numpy().copy() for v in w.layer.trainable_weights] for w in wrappers}
     pruned.fit(x, y, batch_size=4, epochs=1, callbacks=sparsity.callbacks(), verbose=0)  # 3 steps
     final = sparsity.strip(pruned)
-    assert [l.__class__.__name__ for l in final.layers] == [
+    assert [layer.__class__.__name__ for layer in final.layers] == [
         "InputLayer", "Conv2D", "BatchNormalization", "ReLU", "DepthwiseConv2D", "SeparableConv2D",
         "Add", "Conv2DTranspose", "GlobalAveragePooling2D", "Dense"]
     kernels = _kernels_of(final)
@@ -55,8 +55,8 @@ def test_masks_fixed_through_fit_strip_and_tflite():
         w = kernels[key]
         assert np.array_equal(w == 0, m == 0), key  # zeros exactly where the mask put them
         assert np.count_nonzero(w) == int(m.sum()), key
-    changed = [n for n, ws in before.items()
-               if not np.array_equal(ws[0], next(w for w in wrappers if w.layer.name == n).layer.trainable_weights[0].numpy())]
+    by_name = {w.layer.name: w.layer for w in wrappers}
+    changed = [n for n, ws in before.items() if not np.array_equal(ws[0], by_name[n].trainable_weights[0].numpy())]
     assert changed  # training did update the kept weights
     tflite = tf.lite.TFLiteConverter.from_keras_model(final).convert()
     interp = Interpreter(model_content=tflite)
@@ -73,8 +73,8 @@ def test_twin_of_nested_model_with_ops_and_custom_layers():
     feats = keras.layers.GlobalAveragePooling2D(name="pool")(convnext(inp))
     model = keras.Model(inp, keras.layers.Dense(4, name="head")(feats), name="transfer")
     twin = sparsity.to_tf_keras(model)  # checks outputs against the Keras 3 model
-    assert [l.name for l in twin.layers[1:]] == ["convnext_tiny", "pool", "head"]
-    inner = {l.__class__.__name__ for l in twin.layers[1].layers}
+    assert [layer.name for layer in twin.layers[1:]] == ["convnext_tiny", "pool", "head"]
+    inner = {layer.__class__.__name__ for layer in twin.layers[1].layers}
     assert {"LayerScale", "Lambda", "Sequential"} <= inner  # custom twin, `x + y` op, nested block
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(twin(x).numpy(), model(x).numpy(), atol=1e-4)
@@ -85,7 +85,8 @@ def test_to_tfmot_errors():
     with pytest.raises(ValueError) as info:
         sparsity.to_tfmot(model, {"nope/kernel": np.ones(3)})
     assert str(info.value) == "`masks` has keys that are not prunable kernels of the model: ['nope/kernel']"
-    with pytest.raises(TypeError, match=r"^`model` must be a Keras 3 model \(keras.Model\)\. Received: model=3 of type int$"):
+    with pytest.raises(TypeError,
+                       match=r"^`model` must be a Keras 3 model \(keras.Model\)\. Received: model=3 of type int$"):
         sparsity.to_tfmot(3, {})
 
 

@@ -34,7 +34,7 @@ def test_zoo_crop(name, shape):
     plan = tf_precrop.plan(model, flops=0.5)
     small = tf_precrop.crop(model, plan, seed=0)
     out = small(np.zeros((1,) + shape, "float32"))
-    assert tuple(out.shape) == tuple(model.output_shape[:0]) + (1,) + tuple(model.output_shape[1:])
+    assert tuple(out.shape) == (1, *model.output_shape[1:])
     assert small.count_params() == plan.params
     assert 0.45 <= plan.macs_ratio <= 0.50
     assert model.get_config() == config

@@ -37,6 +37,15 @@ def _check_round_to(round_to):
     return int(round_to)
 
 
+def check_round_to(round_to) -> int:
+    """Validates a ``round_to`` argument (a positive integer); returns it as an int.
+
+    Raises:
+        ValueError: naming the value, e.g. "Received: round_to=0".
+    """
+    return _check_round_to(round_to)
+
+
 def _check_latency(latency, latency_model):
     latency = check_ratio("latency", latency, upper=1.0)
     if latency_model is not None and not isinstance(latency_model, latency_model_lib.LatencyModel):

@@ -232,7 +232,7 @@ def objective_weights(graph: ModelGraph, variables: dict) -> np.ndarray:
     """Coefficients ``a`` of ``sum_l log p_l = a . log c`` (kernel-weight terms, one per kernel).
 
     A layer fed by a Concatenate sees the weighted *geometric* mean of its segments' ratios: a lower bound of
-    the arithmetic mean (AM-GM) that keeps the problem a geometric program (METHOD.md §4).
+    the arithmetic mean (AM-GM) that keeps the problem a geometric program (docs/method.md § The program).
     """
     a = np.zeros(len(set(variables.values())))
     for term in graph.terms:

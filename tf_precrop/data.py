@@ -20,8 +20,10 @@ import os
 import shutil
 import tempfile
 
-import tensorflow as tf
-import tensorflow_datasets as tfds
+from tf_precrop import _extras
+
+tf = _extras.require("tensorflow", "tf_precrop.data")
+tfds = _extras.require("tensorflow_datasets", "tf_precrop.data")
 
 __all__ = [
     "DatasetInfo",
@@ -263,7 +265,7 @@ def prepare_fashion_mnist_offline(data_dir=None, source_dir=None):
         >>> prepare_fashion_mnist_offline("/tmp/tfds")
         >>> ds = tfds.load("fashion_mnist", split="test", data_dir="/tmp/tfds")
     """
-    from tensorflow_datasets.core.download import resource  # pylint: disable=g-import-not-at-top
+    resource = _extras.require("tensorflow_datasets.core.download.resource", "tf_precrop.data")
 
     source_dir = source_dir or FASHION_MNIST_DEBIAN_DIR
     builder = tfds.builder("fashion_mnist", data_dir=data_dir)

@@ -12,7 +12,7 @@ depthwise, dense...) for
 Every feature is a sum of monomials of the width ratios, so a latency budget keeps the PreCrop program a
 geometric program: ``tf_precrop.plan(model, latency=0.5, latency_model=m)``. The four rates are fitted
 (non-negative least squares) to measured latencies of a few models, e.g. randomly narrowed copies of the
-model to crop (``tf_precrop.export.calibrate_latency``).
+model to crop (``tf_precrop.export.calibrate_latency``; the fit is in ``tf_precrop.latency_fit``).
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ class LatencyModel:
     def fit(cls, feature_rows, latencies_ms, *, name: str = "") -> "LatencyModel":
         """Fits the rates to measured latencies by non-negative least squares on relative error.
 
+        See ``tf_precrop.latency_fit.fit_rates``: when the timings are explained by the per-op constant
+        alone, the constant features are dropped (with a RuntimeWarning) so the model depends on width.
+
         Args:
             feature_rows: ``features`` dicts, one per measured model.
             latencies_ms: the measured latencies (e.g. p50) in ms, same order.
@@ -140,23 +143,15 @@ class LatencyModel:
 
         Raises:
             ValueError: with fewer than 4 measurements or a non-positive latency.
+            tf_precrop.latency_fit.LatencyFitError: if no width-dependent feature is ever non-zero.
 
         Example:
             >>> m = LatencyModel.fit([features(a), features(b), ...], [4.6, 2.9, ...], name="x86, 1 thread")
         """
-        from scipy import optimize  # pylint: disable=g-import-not-at-top
+        # latency_fit imports this module: import it on use.
+        from tf_precrop import latency_fit  # pylint: disable=g-import-not-at-top
 
-        y = np.asarray(latencies_ms, float) * 1e6
-        if len(feature_rows) != len(y) or len(y) < len(FEATURES):
-            raise ValueError(f"Fitting needs at least {len(FEATURES)} measured models, one latency each. "
-                             f"Received: {len(feature_rows)} feature rows and {len(y)} latencies")
-        if not np.all(y > 0):
-            raise ValueError(f"Latencies must be > 0. Received: latencies_ms={list(latencies_ms)}")
-        x = np.array([[row[name] for name in FEATURES] for row in feature_rows], float)
-        # Relative error: divide each row by its latency; scale columns so nnls is well conditioned.
-        scale = np.maximum(np.abs(x).max(axis=0), 1e-30)
-        rates, _ = optimize.nnls((x / scale) / y[:, None], np.ones(len(y)))
-        return cls(*(float(r) for r in rates / scale), name=name)
+        return cls(*(float(r) for r in latency_fit.fit_rates(feature_rows, latencies_ms)), name=name)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

@@ -183,9 +183,9 @@ class CropPlan:
         lines = [f'Plan for "{self.model_name}" ({budgets}; round_to={self.round_to}, '
                  f"max_ratio={self.max_ratio:g}{', uniform' if self.uniform else ''})",
                  bar, fmt(header), bar, *[fmt(r) for r in rows], bar,
-                 f"MACs:   {self.dense_macs:,} -> {self.macs:,} (ratio {self.macs_ratio:.4f}; "
-                 f"FLOPs = 2 x MACs = {2 * self.macs:,})",
-                 f"Params: {self.dense_params:,} -> {self.params:,} (ratio {self.params_ratio:.4f})",
+                 f"MACs:   dense {self.dense_macs:,} -> cropped {self.macs:,} (ratio {self.macs_ratio:.4f})",
+                 f"FLOPs:  dense {2 * self.dense_macs:,} -> cropped {2 * self.macs:,} (FLOPs = 2 x MACs)",
+                 f"Params: dense {self.dense_params:,} -> cropped {self.params:,} (ratio {self.params_ratio:.4f})",
                  *([] if self.latency_ratio is None else [
                      f"Latency (predicted by {self.latency_model or 'the latency model'}): "
                      f"{self.dense_latency_ms:.3f} ms -> {self.latency_ms:.3f} ms (ratio {self.latency_ratio:.4f})"]),

@@ -1,7 +1,7 @@
 """Reporting helpers: per-layer width plots of one or more plans, Markdown tables.
 
-matplotlib is imported lazily (inside `plot_widths`) with the non-interactive Agg backend, so importing this
-module costs nothing and works on headless machines.
+matplotlib (the `[plots]` extra) is imported lazily (inside `plot_widths`) with the non-interactive Agg
+backend, so importing this module costs nothing and works on headless machines.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from tf_precrop import _extras
 from tf_precrop.plan import CropPlan
 
 _MAX_TICK_LABELS = 60
@@ -51,6 +52,9 @@ def plot_widths(plans: Mapping[str, CropPlan], path, title: str | None = None, *
         ...             "widths.png", title="EfficientNetB0")
         'widths.png'
     """
+    matplotlib = _extras.require("matplotlib", "tf_precrop.report.plot_widths")
+    matplotlib.use("Agg")  # headless: no display needed
+    plt = _extras.require("matplotlib.pyplot", "tf_precrop.report.plot_widths")
     if not isinstance(plans, Mapping):
         raise TypeError(f"`plans` must be a dict of label -> CropPlan. Received: plans of type "
                         f"{type(plans).__name__}")
@@ -77,9 +81,6 @@ def plot_widths(plans: Mapping[str, CropPlan], path, title: str | None = None, *
                 f"plans[{label!r}] of model {plans[label].model_name!r} with {len(other)}."
             )
 
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
     x = list(range(len(reference)))
     dense = [lp.dense_width for lp in reference]

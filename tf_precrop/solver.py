@@ -1,6 +1,6 @@
 """The PreCrop geometric program and its integer rounding.
 
-Continuous problem (METHOD.md §4), one variable ``c_g`` per free channel group::
+Continuous problem (docs/method.md § The program), one variable ``c_g`` per free channel group::
 
     maximize  sum_l log p_l          p_l = c_in(l) * c_out(l)   (depthwise: c_in)
     s.t.      MACs(c)   <= flops  * MACs(1)

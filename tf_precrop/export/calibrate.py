@@ -1,88 +1,31 @@
-"""Fits a ``tf_precrop.LatencyModel`` to LiteRT latencies measured on this device.
+"""Exports and times the calibration set of a ``tf_precrop.LatencyModel`` with LiteRT on this device.
 
-NetAdapt-style: the model to crop is narrowed at random (each channel group to its own width), every
-variant is exported and timed alternately with the dense model, and the four rates of the latency model
-are fitted to the measured p50 latencies. The fitted model then drives
+NetAdapt-style: the model to crop is narrowed at random (each channel group to its own width,
+``tf_precrop.latency_fit.random_plans``), every variant is exported and timed alternately with the dense
+model, and the four rates of the latency model are fitted to the measured p50 latencies
+(``tf_precrop.latency_fit.calibration``). The fitted model then drives
 ``tf_precrop.crop(model, latency=..., latency_model=...)``. Measure on the device you deploy to: the rates
 of an x86 server say little about a phone (for Android, time the same files with
-``tf_precrop.export.run_on_device`` and call ``LatencyModel.fit``).
+``tf_precrop.export.run_on_device`` and call ``tf_precrop.latency_fit.calibration``).
+
+This module only exports and times; the fitting is backend-agnostic and lives in the core
+(tf_precrop/latency_fit.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
-import numpy as np
-
 from tf_precrop import api
+from tf_precrop import latency_fit
 from tf_precrop import latency_model as latency_model_lib
-from tf_precrop import solver
 from tf_precrop.export import latency as latency_lib
 from tf_precrop.export import tflite as tflite_lib
-from tf_precrop.graph.walker import ModelGraph
-from tf_precrop.plan import make_plan  # (`tf_precrop.plan` the attribute is the function)
 
-
-@dataclasses.dataclass
-class Calibration:
-    """A fitted latency model and the measurements behind it.
-
-    Attributes:
-        latency_model: the fitted ``LatencyModel``.
-        rows: one dict per measured variant (the dense model first): ``name``, the latency features,
-            ``macs_ratio``, ``p50_ms``, ``predicted_ms`` and ``relative_error`` (predicted / measured - 1).
-    """
-
-    latency_model: latency_model_lib.LatencyModel
-    rows: list
-
-    @property
-    def max_relative_error(self) -> float:
-        """Largest |predicted / measured - 1| over the calibration variants."""
-        return max(abs(r["relative_error"]) for r in self.rows)
-
-
-def random_plans(model, samples: int, *, low: float = 0.25, round_to: int = 8, seed: int = 0) -> list:
-    """Randomly narrowed plans of a model: the calibration set.
-
-    Each sample draws one overall ratio in ``[low, 1]`` and scatters every free group around it (a factor
-    in [0.6, 1.4]), so the set spans both overall size and how width is spread across layers.
-
-    Args:
-        model: a Keras 3 functional or Sequential model with a fixed input shape.
-        samples: number of plans.
-        low: smallest overall ratio.
-        round_to: widths are multiples of this (as in ``tf_precrop.crop``).
-        seed: seed of the draw.
-
-    Returns:
-        A list of ``CropPlan`` (budgets None), applicable with ``tf_precrop.crop(model, plan)``.
-
-    Raises:
-        ValueError: on ``samples < 1`` or ``low`` outside (0, 1].
-
-    Example:
-        >>> plans = random_plans(model, 8, round_to=8)
-    """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"`samples` must be a positive integer. Received: samples={samples!r}")
-    low = api.check_ratio("low", low)
-    graph = ModelGraph(model)
-    problem = solver.Problem(graph, round_to=api._check_round_to(round_to))  # pylint: disable=protected-access
-    rng = np.random.default_rng(seed)
-    plans = []
-    for _ in range(samples):
-        ratios = np.clip(rng.uniform(low, 1.0) * rng.uniform(0.6, 1.4, len(problem.roots)), 0.0, 1.0)
-        widths = {root: graph.groups.dense_width(root) for root in graph.groups.roots()}
-        for root, allowed, dense, ratio in zip(problem.roots, problem.allowed, problem.dense, ratios):
-            widths[root] = int(allowed[int(np.argmin(np.abs(allowed - ratio * dense)))])
-        solution = solver.Solution(widths=widths, continuous={}, fixed_reasons=dict(problem.fixed_reasons),
-                                   solve_seconds=0.0, round_seconds=0.0)
-        plans.append(make_plan(graph, solution, budgets={}, round_to=round_to, max_ratio=1.0,
-                                        uniform=False))
-    return plans
+# Re-exported: they were defined here before the fit moved to the core.
+Calibration = latency_fit.Calibration
+random_plans = latency_fit.random_plans
 
 
 def export_calibration_set(model, directory: str, *, samples: int = 12, round_to: int = 8, seed: int = 0,
@@ -95,7 +38,8 @@ def export_calibration_set(model, directory: str, *, samples: int = 12, round_to
     Args:
         model: the Keras 3 model you will crop (it is not modified).
         directory: where the .tflite files go.
-        samples, round_to, seed: as in `random_plans` (seed also seeds the variants' weights).
+        samples, round_to, seed: as in ``tf_precrop.latency_fit.random_plans`` (seed also seeds the
+            variants' weights).
         log: progress printer (e.g. ``print``), or None.
 
     Returns:
@@ -108,7 +52,7 @@ def export_calibration_set(model, directory: str, *, samples: int = 12, round_to
     Example:
         >>> rows = export_calibration_set(model, "calibration/", samples=12)
     """
-    plans = random_plans(model, samples, round_to=round_to, seed=seed)
+    plans = latency_fit.random_plans(model, samples, round_to=round_to, seed=seed)
     os.makedirs(directory, exist_ok=True)
     variants = [("dense", model)] + [(f"random_{i}", api.crop(model, p, seed=seed + i)) for i, p in enumerate(plans)]
     rows = []
@@ -137,7 +81,7 @@ def fit_calibration_set(rows, *, num_threads: int = 1, warmup_runs: int = 5, num
         A ``Calibration``.
 
     Raises:
-        ValueError: as ``benchmark_interleaved`` and ``LatencyModel.fit``.
+        ValueError: as ``benchmark_interleaved`` and ``tf_precrop.latency_fit.fit_rates``.
 
     Example:
         >>> cal = fit_calibration_set(rows, num_threads=1, name="x86 1 thread")
@@ -146,14 +90,8 @@ def fit_calibration_set(rows, *, num_threads: int = 1, warmup_runs: int = 5, num
                                               warmup_runs=warmup_runs, num_runs=num_runs, rounds=rounds,
                                               seed=seed)
     measured = [s["p50_ms"] for s in stats]
-    features = [{k: r[k] for k in latency_model_lib.FEATURES} for r in rows]
-    fitted = latency_model_lib.LatencyModel.fit(features, measured, name=name)
-    out = []
-    for row, feats, p50 in zip(rows, features, measured):
-        predicted = fitted.predict_ms(feats)
-        out.append({**{k: v for k, v in row.items() if k != "path"}, "p50_ms": p50, "predicted_ms": predicted,
-                    "relative_error": predicted / p50 - 1})
-    return Calibration(fitted, out)
+    return latency_fit.calibration([{k: v for k, v in row.items() if k != "path"} for row in rows], measured,
+                                   name=name)
 
 
 def calibrate_latency(model, *, samples: int = 12, round_to: int = 8, num_threads: int = 1,

@@ -11,7 +11,10 @@ import os
 import time
 
 import numpy as np
-from ai_edge_litert import interpreter as litert
+
+from tf_precrop import _extras
+
+litert = _extras.require("ai_edge_litert.interpreter", "tf_precrop.export")
 
 # Columns of `format_table`: (key, header, format).
 TABLE_COLUMNS = (

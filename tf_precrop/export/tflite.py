@@ -21,8 +21,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
-from ai_edge_litert import interpreter as litert
+
+from tf_precrop import _extras
+
+tf = _extras.require("tensorflow", "tf_precrop.export")
+litert = _extras.require("ai_edge_litert.interpreter", "tf_precrop.export")
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 

@@ -8,7 +8,7 @@ Example:
 """
 
 from tf_precrop.models.mobilenet import mobilenet_v2_cifar
-from tf_precrop.models.registry import build, names
+from tf_precrop.models.registry import build, canonical_name, names
 from tf_precrop.models.resnet import resnet20, resnet32, resnet56
 
-__all__ = ["build", "mobilenet_v2_cifar", "names", "resnet20", "resnet32", "resnet56"]
+__all__ = ["build", "canonical_name", "mobilenet_v2_cifar", "names", "resnet20", "resnet32", "resnet56"]

@@ -42,6 +42,22 @@ _APPLICATIONS = _applications()
 _CANONICAL = {_key(n): n for n in [*_APPLICATIONS, *_BUNDLED]}
 
 
+def canonical_name(name):
+    """The name `build` knows ``name`` by, or None if it knows no such model.
+
+    Args:
+        name: any spelling: case-insensitive, ``_`` and ``-`` ignored.
+
+    Returns:
+        A name from `names()`, or None.
+
+    Example:
+        >>> canonical_name("MobileNet_V2"), canonical_name("resnet21")
+        ('mobilenetv2', None)
+    """
+    return _CANONICAL.get(_key(name)) if isinstance(name, str) else None
+
+
 def names():
     """Lists the canonical names accepted by `build`.
 
@@ -70,8 +86,9 @@ def build(name, input_shape=None, num_classes=None):
         name: A name from `names()`, in any case, with or without ``_``/``-``.
         input_shape: Input shape (height, width, channels). None uses the
             model's own default: the builder's (224x224x3 for most
-            applications, MobileNetV3 included, whose builder alone leaves it unset; 299x299x3 for InceptionV3, InceptionResNetV2 and
-            Xception, 331x331x3 for NASNetLarge) or 32x32x3 for bundled models.
+            applications, MobileNetV3 included, whose builder alone leaves it
+            unset; 299x299x3 for InceptionV3, InceptionResNetV2 and Xception,
+            331x331x3 for NASNetLarge) or 32x32x3 for bundled models.
         num_classes: Number of output classes. None uses 1000 for applications
             and 10 for bundled models.
 
@@ -90,7 +107,7 @@ def build(name, input_shape=None, num_classes=None):
     """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a str. Received: name={name!r}")
-    canonical = _CANONICAL.get(_key(name))
+    canonical = canonical_name(name)
     if canonical is None:
         raise ValueError(f"Unknown model name: {name!r}. Supported: {', '.join(names())}")
     if input_shape is not None:

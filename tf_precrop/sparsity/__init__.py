@@ -45,3 +45,36 @@ from tf_precrop.sparsity.tfmot_bridge import clean_env
 from tf_precrop.sparsity.tfmot_bridge import strip
 from tf_precrop.sparsity.tfmot_bridge import to_tf_keras
 from tf_precrop.sparsity.tfmot_bridge import to_tfmot
+
+__all__ = [
+    "GRANULARITIES",
+    "METHODS",
+    "callbacks",
+    "clean_env",
+    "compute_masks",
+    "erk",
+    "erk_densities",
+    "grasp",
+    "magnitude",
+    "masked_cost",
+    "Masks",
+    "optimal",
+    "optimal_densities",
+    "prunable_kernels",
+    "PrunableKernel",
+    "random",
+    "random_masks",
+    "snip",
+    "solve_densities",
+    "strip",
+    "synexp",
+    "synflow",
+    "synflow_objective",
+    "synflow_random",
+    "synflow_scores",
+    "to_tf_keras",
+    "to_tfmot",
+    "uniform",
+    "uniform_densities",
+    "water_filling",
+]

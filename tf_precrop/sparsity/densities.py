@@ -1,4 +1,4 @@
-"""Layer-wise densities: budgets, the convex optimum (METHOD §3) and closed forms.
+"""Layer-wise densities: budgets, the convex optimum (docs/method.md § Layer-wise densities) and closed forms.
 
 A *density* ``p_l`` is the fraction of layer ``l``'s kernel weights that is
 kept. Budgets are ratios of the dense cost:
@@ -18,10 +18,10 @@ F_l`` for every uncapped layer.
 """
 
 import dataclasses
-import numbers
 
 import numpy as np
 
+from tf_precrop import api
 from tf_precrop.sparsity import prunable
 
 
@@ -40,36 +40,6 @@ class Budget:
     max_weights: float | None
     dense_macs: int
     dense_weights: int
-
-
-def check_ratio(name, value):
-    """Validates an optional budget ratio in (0, 1].
-
-    Args:
-        name: Argument name, used in the error message.
-        value: The value (``None`` means "not given").
-
-    Returns:
-        ``value`` as a float, or ``None``.
-
-    Raises:
-        TypeError: If ``value`` is not a real number.
-        ValueError: If ``value`` is not in (0, 1].
-
-    Example:
-        >>> check_ratio("flops", 0.5)
-        0.5
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{name}` must be a number in (0, 1]. Received: {name}={value!r} "
-            f"of type {type(value).__name__}"
-        )
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value!r}")
-    return float(value)
 
 
 def make_budget(model, kernels, *, flops=None, params=None, density=None):
@@ -95,9 +65,10 @@ def make_budget(model, kernels, *, flops=None, params=None, density=None):
         >>> make_budget(model, prunable_kernels(model), flops=0.5).max_macs
         20480000.0
     """
-    flops = check_ratio("flops", flops)
-    params = check_ratio("params", params)
-    density = check_ratio("density", density)
+    # One ratio check for the whole library (the core's), so both arms word their errors alike.
+    flops = api.check_ratio("flops", flops)
+    params = api.check_ratio("params", params)
+    density = api.check_ratio("density", density)
     if flops is None and params is None and density is None:
         raise ValueError(
             "Give a budget: flops=, params= or density= (ratios in (0, 1]). "
@@ -201,7 +172,7 @@ def water_filling(costs, budget):
 
 
 def solve_densities(weights, macs, *, max_weights=None, max_macs=None):
-    """Solves METHOD §3 with cvxpy: ``max sum log p`` under kernel budgets.
+    """Solves docs/method.md § Layer-wise densities with cvxpy: ``max sum log p`` under kernel budgets.
 
     Variables are ``x = log p`` so the objective is linear and each budget is
     ``sum c_l exp(x_l) <= B`` (exponential cone, CLARABEL).

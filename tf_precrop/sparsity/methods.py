@@ -49,7 +49,7 @@ def _scored(model, method, scores, budget_kwargs, seed):
 
 
 def synflow(model, *, flops=None, params=None, density=None, seed=0, iterations=100):
-    """SynFlow masks (METHOD §2): iterative, data-free, global threshold.
+    """SynFlow masks (docs/method.md § SynFlow and SynExp): iterative, data-free, global threshold.
 
     Args:
         model: A built Keras 3 model with a static input shape.
@@ -294,9 +294,15 @@ def synflow_random(model, *, flops=None, params=None, density=None, seed=0,
     return _from_densities(model, "synflow_random", dens, granularity, seed, budget)
 
 
+#: Method name -> function (the names of :data:`METHODS`, in order).
+_BY_NAME = {"synflow": synflow, "snip": snip, "grasp": grasp, "magnitude": magnitude, "random": random,
+            "erk": erk, "uniform": uniform, "optimal": optimal, "synflow_random": synflow_random}
+assert tuple(_BY_NAME) == METHODS
+
+
 def compute_masks(method, model, *, flops=None, params=None, density=None, seed=0,
                   batches=None, **kwargs):
-    """Masks by method name (dispatches to the function of the same name).
+    """Masks by method name (the function of that name in this module).
 
     Args:
         method: One of :data:`METHODS`.
@@ -321,7 +327,7 @@ def compute_masks(method, model, *, flops=None, params=None, density=None, seed=
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-    fn = globals()[method]
+    fn = _BY_NAME[method]
     budget = dict(flops=flops, params=params, density=density, seed=seed)
     if method in ("snip", "grasp"):
         return fn(model, **budget, batches=batches, **kwargs)

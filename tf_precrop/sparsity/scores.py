@@ -5,7 +5,7 @@ Every function returns one float64 score array per prunable kernel (in
 keep. SynFlow is iterative, so :func:`synflow_keep` returns the final kept
 sets directly.
 
-SynFlow (METHOD §2) runs on a *linearized float64 copy* of the model: every
+SynFlow (docs/method.md § SynFlow and SynExp) runs on a *linearized float64 copy* of the model: every
 activation (ReLU, ReLU6, swish, sigmoid gates, ...), Dropout, Rescaling and
 Normalization becomes the identity, BatchNormalization the affine map
 ``|gamma| / sqrt(var + eps) * x + |beta|`` with its current statistics,
@@ -17,10 +17,13 @@ ReLU6 copies give all-zero scores). The user's model is never modified.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tf_precrop import _extras
 from tf_precrop.sparsity import masks as masks_lib
 from tf_precrop.sparsity import prunable
+
+# SynFlow/SNIP/GraSP gradients use tf.GradientTape.
+tf = _extras.require("tensorflow", "tf_precrop.sparsity")
 
 _IDENTITY = (
     keras.layers.Activation,
@@ -267,7 +270,7 @@ def synflow_scores(model, masks=None):
 
 def synflow_keep(model, *, max_macs=None, max_weights=None, dense_macs, dense_weights,
                  iterations=100):
-    """Iterative SynFlow (METHOD §2): the kept set of every kernel.
+    """Iterative SynFlow (docs/method.md § SynFlow and SynExp): the kept set of every kernel.
 
     At step ``k = 1..n`` the scores ``S = dR/dθ ⊙ θ`` of the masked linearized
     copy are recomputed and the global top set within ``budget * r^(k/n)``

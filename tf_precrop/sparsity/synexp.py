@@ -1,6 +1,6 @@
 """The SynFlow objective R(θ) and a Monte Carlo estimate of SynExp.
 
-``SynExp = E_M[R(θ ⊙ M)]`` over random masks ``M`` (METHOD §2). If the masks
+``SynExp = E_M[R(θ ⊙ M)]`` over random masks ``M`` (docs/method.md § SynFlow and SynExp). If the masks
 do not depend on the weights and layer ``l`` keeps each weight with marginal
 probability ``p_l``, every input-to-output path of a chain network survives
 with probability ``prod_l p_l``, so ``SynExp = (prod_l p_l) R(θ)`` at weight,

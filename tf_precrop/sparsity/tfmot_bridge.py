@@ -31,6 +31,7 @@ import os
 import keras
 import numpy as np
 
+from tf_precrop import _extras
 from tf_precrop.sparsity import prunable
 
 _LEGACY = "TF_USE_LEGACY_KERAS"
@@ -59,8 +60,8 @@ def _modules():
     """Imports tf_keras and TF-MOT, restoring ``TF_USE_LEGACY_KERAS``."""
     before = os.environ.get(_LEGACY)
     try:
-        import tf_keras  # pylint: disable=import-outside-toplevel
-        import tensorflow_model_optimization as tfmot  # pylint: disable=import-outside-toplevel
+        tf_keras = _extras.require("tf_keras", "The TF-MOT arm (tf_precrop.sparsity.to_tfmot)")
+        tfmot = _extras.require("tensorflow_model_optimization", "The TF-MOT arm (tf_precrop.sparsity.to_tfmot)")
     finally:
         if before is None:
             os.environ.pop(_LEGACY, None)
