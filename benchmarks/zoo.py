@@ -280,9 +280,11 @@ def write_summary(data, out_dir):
           f"{' + local changes to tf_precrop/' if r.get('tf_precrop_dirty') else ''}: `uptime` at start "
           f"`{r.get('uptime_start')}`, at end `{r.get('uptime_end')}`"
           for r in machine.get("runs") or [machine]],
-        "- The 2 cores are shared with 4 other agents running tests and training (column *load1*: 1-minute "
-        "load average when the model started; a load above 2 means the run got well under 2 cores). "
-        "Times are therefore pessimistic, and noisy; rerun a row with `--models=NAME` for a quieter number.",
+        "- Column *load1*: the 1-minute load average when the model started (here "
+        + (f"{min(r['load1'] for r in rows if 'load1' in r):g}..{max(r['load1'] for r in rows if 'load1' in r):g}"
+           if any("load1" in r for r in rows) else "not recorded")
+        + "); a load above 2 means the run got well under the 2 cores, and its times are pessimistic. Every "
+        "row of a full run is timed in one process at the load shown; `--models=NAME` re-runs a row.",
         "",
         "## Summary",
         "",
