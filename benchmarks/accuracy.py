@@ -29,7 +29,6 @@ machines even though the run directories are git-ignored.
 
 import json
 import os
-import shutil
 import sys
 
 from absl import app
@@ -37,6 +36,7 @@ from absl import flags
 import numpy as np
 
 from apps import compare
+from benchmarks import runs as runs_lib
 from benchmarks.stats import accuracies
 from benchmarks.stats import comparison_table
 from benchmarks.stats import describe
@@ -87,7 +87,11 @@ def grids():
 
 
 def _run_result(run):
-    return os.path.join(FLAGS.out_dir, "runs", run["name"], "results.json")
+    return _result_path(run["name"])
+
+
+def _result_path(name):
+    return os.path.join(FLAGS.out_dir, "runs", name, "results.json")
 
 
 # Flags a run's result depends on besides its name (model, method, budget, seed): an archived run made with
@@ -97,39 +101,18 @@ _RECIPE = ("dataset", "epochs", "train_take", "width", "batch_size", "lr", "weig
 
 def restore_runs(runs):
     """Puts archived results of ``runs`` into --out_dir (compare then skips them); returns how many."""
-    restored = 0
-    for run in runs:
-        archived = os.path.join(FLAGS.archive_dir, f"{run['name']}.json")
-        if not os.path.exists(archived) or os.path.exists(_run_result(run)):
-            continue
-        with open(archived) as f:
-            recipe = json.load(f).get("flags", {})
-        other = {k: recipe.get(k) for k in _RECIPE if recipe.get(k) != getattr(FLAGS, k)}
-        if other:
-            print(f"accuracy: archived {run['name']} has another recipe ({other}); not restored")
-            continue
-        os.makedirs(os.path.dirname(_run_result(run)), exist_ok=True)
-        shutil.copyfile(archived, _run_result(run))
-        restored += 1
-    return restored
+    return runs_lib.restore_runs([r["name"] for r in runs], FLAGS.archive_dir, _result_path,
+                                 {k: getattr(FLAGS, k) for k in _RECIPE})
 
 
 def archive_runs(runs):
     """Copies every finished run's results.json into --archive_dir (small, committed)."""
-    os.makedirs(FLAGS.archive_dir, exist_ok=True)
-    for run in runs:
-        if os.path.exists(_run_result(run)):
-            shutil.copyfile(_run_result(run), os.path.join(FLAGS.archive_dir, f"{run['name']}.json"))
+    runs_lib.archive_runs([r["name"] for r in runs], FLAGS.archive_dir, _result_path)
 
 
 def prepare_data():
     """Prepares Fashion-MNIST once, before the children would race to do it."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    from tf_precrop import data  # pylint: disable=g-import-not-at-top
-
-    if not tfds.builder("fashion_mnist", data_dir=FLAGS.data_dir).is_prepared():
-        print("Preparing Fashion-MNIST from the Debian files ...", flush=True)
-        data.prepare_fashion_mnist_offline(FLAGS.data_dir)
+    runs_lib.prepare_fashion_mnist(FLAGS.data_dir)
 
 
 def _train_images():
