@@ -1,0 +1,455 @@
+r"""Confirmatory experiment of issue 13: does PreCrop beat uniform width (and SynFlow)?
+
+Width-8 ResNet-20 on real Fashion-MNIST (offline from the Debian files, see
+`tf_precrop.data`). Unlike the exploratory 2-epoch grid of `benchmarks.accuracy`,
+the last 10,000 of the 60,000 training images are held out as a validation split
+(fixed, never trained on): every recipe decision is made on it, and the test set is
+evaluated exactly once per run, at the end.
+
+Arms (see ARMS): dense; uniform width (`uniform=True`); PreCrop at uniform's
+*achieved* MACs (uniform only reaches a few shared ratios); PreCrop with a latency
+budget (a latency model calibrated on this machine, stage `latency`); SynFlow
+(TF-MOT masks); random weights at SynFlow's per-layer densities; random width
+configurations at uniform's MACs (a fresh random allocation per seed); the dense
+model trained through the TF-MOT path with all-ones masks (framework control).
+
+Stages (--stage):
+    speed    interleaved training-speed measurement of the Keras 3 setups
+             (XLA jit_compile on/off, input pipeline alone) -> results/pilot_training_speed.json
+    pilot    the pilot runs (seeds >= 1000, which the grid never uses), one child
+             process at a time -> results/pilot/<run>.json
+    latency  calibrates the latency model and tunes the latency arm's budget (TODO, see
+             PREREGISTRATION_DRAFT.md)
+    grid     the pre-registered grid; refuses to run unless benchmarks/PREREGISTRATION.md
+             is committed
+    report   writes results/pilot.md from the finished pilot runs
+    run      internal: one training run in this process (the children)
+
+Every run is a child process (`python -m benchmarks.confirmatory --stage=run`) started
+without TF_USE_LEGACY_KERAS (importing TF-MOT sets it; a child inheriting it would get
+tf_keras as `tf.keras`). Finished runs are per-run JSON records (git commit, exact
+command, machine load, validation curve, test accuracy, achieved MACs/params, epoch
+times) in the archive directory; a stage skips every run whose record exists, so it
+resumes across sessions.
+
+Usage (from the repository root):
+    python -m benchmarks.confirmatory --stage=speed
+    nohup python -m benchmarks.confirmatory --stage=pilot > benchmarks/work/pilot.log 2>&1 &
+    python -m benchmarks.confirmatory --stage=report
+"""
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from apps import common  # TrainMonitor, build_model (defines apps' shared flags: model, width, seed...)
+from benchmarks import runs as runs_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("stage", "report", ["speed", "pilot", "latency", "grid", "report", "run"],
+                  "What to do (see the module docstring).")
+flags.DEFINE_string("spec", None, "--stage=run: JSON file of the run to train.")
+flags.DEFINE_string("data_dir", "benchmarks/work/tfds", "tfds data directory.")
+flags.DEFINE_string("work_dir", "benchmarks/work/confirmatory", "Run directories and logs (git-ignored).")
+flags.DEFINE_string("results_dir", "benchmarks/results", "Where result pages and records go.")
+flags.DEFINE_bool("jit_compile", False, "XLA for the Keras 3 arms (stage speed decides; see "
+                  "results/pilot_training_speed.json).")
+flags.DEFINE_integer("speed_steps", 150, "stage speed: timed steps per setup and round.")
+flags.DEFINE_integer("speed_rounds", 2, "stage speed: interleaved rounds.")
+flags.DEFINE_list("pilot_plan", ["curve", "sd"], "stage pilot: curve = dense validation curve over "
+                  "--curve_epochs; sd = dense, uniform and PreCrop at flops 0.25 over --pilot_seeds.")
+flags.DEFINE_integer("curve_epochs", 20, "Length of the pilot's dense validation curve.")
+flags.DEFINE_integer("pilot_epochs", 10, "Length of the pilot's seed-to-seed runs.")
+flags.DEFINE_list("pilot_seeds", [str(s) for s in range(1001, 1011)],
+                  "Seeds of the pilot's seed-to-seed runs (>= 1000: never used by the grid).")
+flags.DEFINE_string("stop_at", None, "UTC time HH:MM after which the pilot starts no new run.")
+
+MODEL = "resnet20"
+WIDTH = 8
+DATASET = "fashion_mnist"
+TRAIN_SPLIT = "train[:50000]"
+VALIDATION_SPLIT = "train[50000:]"
+"""The validation split: the last 10,000 training images, fixed, never trained on."""
+TEST_SPLIT = "test"
+RECIPE = {"batch_size": 128, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4,
+          "momentum": 0.9, "nesterov": True}
+"""The recipe of every arm (as benchmarks.accuracy's, only longer and with a validation split)."""
+
+KERAS3_ARMS = ("dense", "uniform", "precrop", "precrop_latency", "random_width")
+TFMOT_ARMS = ("synflow", "synflow_random", "tfmot_dense")
+ARMS = KERAS3_ARMS + TFMOT_ARMS
+PILOT_SEED_MIN = 1000
+"""Pilot seeds are >= this; the grid's seeds are below it (and new: not 0..7 of the old grid)."""
+
+
+def run_name(spec):
+    """e.g. pilot_precrop_f0.25_e10_s1001."""
+    budget = "" if spec["budget"] is None else f"_f{spec['budget']:g}"
+    return f"{spec['phase']}_{spec['arm']}{budget}_e{spec['epochs']}_s{spec['seed']}"
+
+
+def make_spec(phase, arm, budget, seed, epochs):
+    if arm not in ARMS:
+        raise ValueError(f"Unknown arm: {arm!r}. Arms: {', '.join(ARMS)}")
+    if (phase == "pilot") != (seed >= PILOT_SEED_MIN):
+        raise ValueError(f"Pilot seeds are >= {PILOT_SEED_MIN}, grid seeds below. "
+                         f"Received: phase={phase!r}, seed={seed}")
+    spec = {"phase": phase, "arm": arm, "budget": None if arm in ("dense", "tfmot_dense") else budget,
+            "seed": seed, "epochs": epochs, "model": MODEL, "width": WIDTH, "dataset": DATASET,
+            "train_split": TRAIN_SPLIT, "validation_split": VALIDATION_SPLIT,
+            "test_split": TEST_SPLIT, **RECIPE,
+            "jit_compile": bool(FLAGS.jit_compile) and arm in KERAS3_ARMS}
+    spec["name"] = run_name(spec)
+    return spec
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def _dense(seed):
+    import keras  # pylint: disable=g-import-not-at-top
+    from tf_precrop import data  # pylint: disable=g-import-not-at-top
+
+    info = data.info(DATASET)
+    keras.utils.set_random_seed(seed)
+    return common.build_model(MODEL, info.input_shape, info.num_classes, WIDTH)
+
+
+def uniform_macs_ratio(dense, budget):
+    """The MACs ratio uniform width actually reaches at ``budget`` (the other arms' budget)."""
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+
+    return tf_precrop.plan(dense, flops=budget, uniform=True).macs_ratio
+
+
+def build_arm(spec):
+    """The model an arm trains: (model, info dict, is_tfmot)."""
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+    from tf_precrop import sparsity  # pylint: disable=g-import-not-at-top
+
+    seed, arm = spec["seed"], spec["arm"]
+    dense = _dense(seed)
+    dense_cost = tf_precrop.count(dense)
+    extra = {"dense_macs": dense_cost.macs, "dense_params": dense_cost.params}
+    if arm == "dense":
+        model = dense
+    elif arm == "uniform":
+        model = tf_precrop.crop(dense, flops=spec["budget"], uniform=True, seed=seed)
+    elif arm == "precrop":
+        target = uniform_macs_ratio(dense, spec["budget"])
+        extra["macs_target"] = target
+        model = tf_precrop.crop(dense, flops=target, seed=seed)
+    elif arm == "random_width":
+        target = uniform_macs_ratio(dense, spec["budget"])
+        extra["macs_target"] = target
+        plan, widths = random_width_plan(dense, target, seed)
+        extra["random_widths"] = widths
+        model = tf_precrop.crop(dense, plan, seed=seed)
+    elif arm == "precrop_latency":
+        raise NotImplementedError(
+            "precrop_latency needs the calibrated latency model and the frozen budget "
+            "(--stage=latency), not done yet; see benchmarks/PREREGISTRATION_DRAFT.md")
+    else:
+        target = uniform_macs_ratio(dense, spec["budget"] or 0.25)
+        method = "synflow" if arm == "tfmot_dense" else arm
+        masks = sparsity.compute_masks(method, dense, flops=target, seed=seed)
+        if arm == "tfmot_dense":
+            masks = {key: np.ones_like(mask) for key, mask in masks.items()}
+        else:
+            extra["macs_target"] = target
+        masked = sparsity.masked_cost(dense, masks)
+        model = sparsity.to_tfmot(dense, masks)
+        extra.update(macs=int(masked["macs"]), params=int(masked["params"]),
+                     executed_macs=dense_cost.macs, executed_params=dense_cost.params)
+        return model, extra, True
+    cost = tf_precrop.count(model)
+    extra.update(macs=cost.macs, params=cost.params, executed_macs=cost.macs,
+                 executed_params=cost.params)
+    return model, extra, False
+
+
+def random_width_plan(dense, target, seed, low=0.1):
+    """A random width configuration at ``target`` MACs ratio, as a CropPlan.
+
+    Every croppable channel group draws a ratio uniformly in [low, 1]; one shared
+    factor (bisection) scales them so that the integer widths meet ``target`` (the
+    largest factor whose MACs stay within it). tf_precrop has no public way to turn
+    given widths into a plan yet (issue 14 asks for ``plan_from_widths``), so this
+    helper uses the planner's internals (ModelGraph, make_plan); it lives in the
+    benchmark, not the library.
+
+    Returns:
+        (CropPlan, {group id: width}).
+    """
+    import types  # pylint: disable=g-import-not-at-top
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+    from tf_precrop import plan as plan_lib  # pylint: disable=g-import-not-at-top
+    from tf_precrop.graph import ModelGraph  # pylint: disable=g-import-not-at-top
+
+    reference = tf_precrop.plan(dense, flops=target)  # the groups, and which are fixed
+    graph = ModelGraph(dense)
+    rng = np.random.default_rng(seed)
+    free = [g for g in reference.groups if not g.fixed]
+    draws = {g.id: rng.uniform(low, 1.0) for g in free}
+
+    def plan_at(scale):
+        widths = {g.id: g.dense_width for g in reference.groups}
+        for g in free:
+            widths[g.id] = int(min(g.dense_width, max(1, round(scale * draws[g.id] * g.dense_width))))
+        solution = types.SimpleNamespace(widths=widths, continuous={}, fixed_reasons={},
+                                         solve_seconds=0.0, round_seconds=0.0)
+        return plan_lib.make_plan(graph, solution, budgets={"macs": target}, round_to=1,
+                                  max_ratio=1.0, uniform=False), widths
+
+    lo, hi = 0.0, 1.0 / min(draws.values())
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if plan_at(mid)[0].macs_ratio <= target:
+            lo = mid
+        else:
+            hi = mid
+    plan, widths = plan_at(lo)
+    return plan, {str(k): v for k, v in widths.items()}
+
+
+# --------------------------------------------------------------------------- one run (child)
+
+
+def _compile(model, spec, tfmot):
+    model.compile(optimizer="sgd")  # the SGD class of the model's own framework (Keras 3 or tf_keras)
+    sgd = type(model.optimizer)(learning_rate=spec["lr"], momentum=spec["momentum"],
+                                nesterov=spec["nesterov"], weight_decay=spec["weight_decay"] or None)
+    kwargs = {} if tfmot else {"jit_compile": spec["jit_compile"]}
+    model.compile(optimizer=sgd, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  **kwargs)
+
+
+def train_run(spec):
+    """Trains one run in this process and writes its JSON record."""
+    import keras  # pylint: disable=g-import-not-at-top
+    from tf_precrop import data  # pylint: disable=g-import-not-at-top
+    from tf_precrop import sparsity  # pylint: disable=g-import-not-at-top
+
+    start = time.perf_counter()
+    load_start = os.getloadavg()
+    batch = spec["batch_size"]
+    train_ds = data.load(DATASET, spec["train_split"], batch, augment=True, data_dir=FLAGS.data_dir,
+                         seed=spec["seed"])
+    val_ds = data.load(DATASET, spec["validation_split"], batch, data_dir=FLAGS.data_dir, shuffle=False)
+    test_ds = data.load(DATASET, spec["test_split"], batch, data_dir=FLAGS.data_dir, shuffle=False)
+    steps = sum(1 for _ in train_ds)
+    model, extra, tfmot = build_arm(spec)
+    _compile(model, spec, tfmot)
+    run_dir = os.path.join(FLAGS.work_dir, "runs", spec["name"])
+    monitor = EpochRecorder(total_steps=spec["epochs"] * steps, base_lr=spec["lr"],
+                            schedule=spec["schedule"], log_dir=os.path.join(run_dir, "logs"),
+                            checkpoint_dir=os.path.join(run_dir, "checkpoints"))
+    epochs = monitor
+    callbacks = [monitor, *(sparsity.callbacks() if tfmot else [])]
+    train_start = time.perf_counter()
+    model.fit(train_ds, epochs=spec["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=2)
+    train_seconds = time.perf_counter() - train_start
+    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)  # the one look at the test set
+    record = {
+        **spec, **extra, "label": "PILOT" if spec["phase"] == "pilot" else "GRID",
+        "macs_ratio": extra["macs"] / extra["dense_macs"],
+        "params_ratio": extra["params"] / extra["dense_params"],
+        "validation_accuracy": [e["val_accuracy"] for e in epochs.logs],
+        "validation_loss": [e["val_loss"] for e in epochs.logs],
+        "train_accuracy": [e["accuracy"] for e in epochs.logs],
+        "epoch_seconds": epochs.seconds,
+        "final_validation_accuracy": epochs.logs[-1]["val_accuracy"],
+        "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
+        "steps_per_epoch": steps,
+        "step_time_median_s": float(np.median(monitor.step_times)),
+        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "git_commit": runs_lib.git_commit(), "command": shlex.join([sys.executable, *sys.argv]),
+        "keras_version": keras.__version__, "backend": keras.backend.backend(),
+        "host": platform.node(), "cpus": os.cpu_count(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = record_path(spec)
+    common.write_json(out, record)
+    print(f"{spec['name']}: val {record['final_validation_accuracy']:.4f} test {test_accuracy:.4f} "
+          f"MACs ratio {record['macs_ratio']:.3f}, {train_seconds:.0f} s; wrote {out}", flush=True)
+
+
+class EpochRecorder(common.TrainMonitor):
+    """TrainMonitor that also keeps every epoch's logs (validation accuracy) and wall time."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.logs, self.seconds, self._epoch_start = [], [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._epoch_start)
+        self.logs.append({k: float(v) for k, v in (logs or {}).items()})
+        print(f"  epoch {epoch + 1}: val_accuracy {self.logs[-1].get('val_accuracy', float('nan')):.4f}, "
+              f"{self.seconds[-1]:.0f} s, load {os.getloadavg()[0]:.2f}", flush=True)
+        super().on_epoch_end(epoch, logs)
+
+
+def record_path(spec):
+    sub = "pilot" if spec["phase"] == "pilot" else "confirmatory_runs"
+    return os.path.join(FLAGS.results_dir, sub, f"{spec['name']}.json")
+
+
+def launch(spec):
+    """Runs one spec in a child process (without TF_USE_LEGACY_KERAS); returns its exit code."""
+    run_dir = os.path.join(FLAGS.work_dir, "runs", spec["name"])
+    os.makedirs(run_dir, exist_ok=True)
+    spec_path = os.path.join(run_dir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, indent=2)
+    command = [sys.executable, "-m", "benchmarks.confirmatory", "--stage=run", f"--spec={spec_path}",
+               f"--data_dir={FLAGS.data_dir}", f"--work_dir={FLAGS.work_dir}",
+               f"--results_dir={FLAGS.results_dir}"]
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} start {spec['name']} "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    with open(os.path.join(run_dir, "train.log"), "w") as log:
+        code = subprocess.call(command, env=runs_lib.child_env(), stdout=log, stderr=subprocess.STDOUT)
+    print(f"{time.strftime('%H:%M:%S', time.gmtime())} {spec['name']}: "
+          f"{'done' if code == 0 else f'FAILED (exit {code}), see {run_dir}/train.log'}", flush=True)
+    return code
+
+
+def _past_stop():
+    if not FLAGS.stop_at:
+        return False
+    return time.strftime("%H:%M", time.gmtime()) >= FLAGS.stop_at
+
+
+def pilot_specs():
+    specs = []
+    if "curve" in FLAGS.pilot_plan:
+        specs.append(make_spec("pilot", "dense", None, PILOT_SEED_MIN, FLAGS.curve_epochs))
+    if "sd" in FLAGS.pilot_plan:
+        for seed in (int(s) for s in FLAGS.pilot_seeds):
+            for arm in ("dense", "uniform", "precrop"):
+                specs.append(make_spec("pilot", arm, 0.25, seed, FLAGS.pilot_epochs))
+    return specs
+
+
+def run_pilot():
+    runs_lib.prepare_fashion_mnist(FLAGS.data_dir)
+    for spec in pilot_specs():
+        if os.path.exists(record_path(spec)):
+            continue
+        if _past_stop():
+            print(f"pilot: past --stop_at={FLAGS.stop_at} UTC; no new run started", flush=True)
+            return
+        launch(spec)
+
+
+def measure_training_speed():
+    """Interleaved training speed of the Keras 3 setups; writes results/pilot_training_speed.json.
+
+    Setups: dense and uniform width at flops 0.25, each with XLA (`jit_compile=True`) and
+    without (Keras 3's "auto" means no XLA on a CPU-only TensorFlow), trained with the
+    recipe's pipeline (`tf_precrop.data.load`: decoded images cached in memory, augmentation
+    in parallel map calls, `prefetch(AUTOTUNE)`) and the recipe's batch size; plus the input
+    pipeline alone, to see whether it could be the bottleneck. The setups take turns
+    (--speed_rounds rounds of --speed_steps steps each, order reversed every other round),
+    so load changes on the shared machine hit all alike.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+    from tf_precrop import data  # pylint: disable=g-import-not-at-top
+
+    runs_lib.prepare_fashion_mnist(FLAGS.data_dir)
+    batch, steps = RECIPE["batch_size"], FLAGS.speed_steps
+    train_ds = data.load(DATASET, TRAIN_SPLIT, batch, augment=True, data_dir=FLAGS.data_dir,
+                         seed=PILOT_SEED_MIN)
+    for _ in train_ds:  # one full pass fills the in-memory cache, as the first epoch of a run does
+        pass
+    train_ds = train_ds.repeat()
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times, self._start = [], None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    setups = {}
+    for arm in ("dense", "uniform"):
+        for jit in (False, True):
+            spec = make_spec("pilot", arm, 0.25, PILOT_SEED_MIN, 1)
+            spec["jit_compile"] = jit
+            model, _, _ = build_arm(spec)
+            _compile(model, spec, tfmot=False)
+            setups[f"{arm} f0.25 jit_compile={jit}" if arm != "dense" else f"dense jit_compile={jit}"] = model
+    times = {name: [] for name in setups}
+    times["input pipeline alone"] = []
+    loads = [os.getloadavg()]
+    for model in setups.values():  # tracing / XLA compilation, not timed
+        model.fit(train_ds, steps_per_epoch=5, epochs=1, verbose=0)
+    names = list(times)
+    for round_index in range(FLAGS.speed_rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            if name == "input pipeline alone":
+                iterator = iter(train_ds)
+                for _ in range(steps):
+                    begin = time.perf_counter()
+                    next(iterator)
+                    times[name].append(time.perf_counter() - begin)
+                continue
+            timer = StepTimer()
+            setups[name].fit(train_ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            times[name] += timer.times[1:]
+            print(f"  round {round_index}: {name}: {1e3 * np.median(timer.times[1:]):.1f} ms/step "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        loads.append(os.getloadavg())
+    result = {
+        "label": "PILOT (training-speed measurement)",
+        "setups": {name: {"median_ms": 1e3 * float(np.median(t)), "mean_ms": 1e3 * float(np.mean(t)),
+                          "p10_ms": 1e3 * float(np.percentile(t, 10)),
+                          "p90_ms": 1e3 * float(np.percentile(t, 90)), "steps": len(t)}
+                   for name, t in times.items()},
+        "batch_size": batch, "steps_per_round": steps, "rounds": FLAGS.speed_rounds,
+        "loadavg": loads, "git_commit": runs_lib.git_commit(),
+        "command": shlex.join([sys.executable, *sys.argv]), "keras_version": keras.__version__,
+        "backend": keras.backend.backend(), "cpus": os.cpu_count(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = os.path.join(FLAGS.results_dir, "pilot_training_speed.json")
+    common.write_json(path, result)
+    for name, entry in result["setups"].items():
+        print(f"{name}: median {entry['median_ms']:.1f} ms/step over {entry['steps']} steps")
+    print(f"wrote {path}")
+
+
+def main(argv):
+    del argv
+    if FLAGS.stage == "run":
+        with open(FLAGS.spec) as f:
+            train_run(json.load(f))
+    elif FLAGS.stage == "pilot":
+        run_pilot()
+    elif FLAGS.stage == "speed":
+        measure_training_speed()
+    elif FLAGS.stage == "grid":
+        sys.exit("confirmatory: the grid runs only after benchmarks/PREREGISTRATION.md is committed "
+                 "(issue 13); it is not yet.")
+    else:
+        raise NotImplementedError(FLAGS.stage)
+
+
+if __name__ == "__main__":
+    app.run(main)
