@@ -338,7 +338,8 @@ def pilot_specs():
         specs.append(make_spec("pilot", "dense", None, PILOT_SEED_MIN, FLAGS.curve_epochs))
     if "sd" in FLAGS.pilot_plan:
         for seed in (int(s) for s in FLAGS.pilot_seeds):
-            for arm in ("dense", "uniform", "precrop"):
+            # The pair PreCrop - uniform first: its paired SD sizes the grid; dense after.
+            for arm in ("uniform", "precrop", "dense"):
                 specs.append(make_spec("pilot", arm, 0.25, seed, FLAGS.pilot_epochs))
     return specs
 
