@@ -215,7 +215,9 @@ def write(runs, rows, summary):
                   (f"precrop - {arm}", ("precrop", budget, 1), (arm, budget, 1), budget),
                   ("weight - synflow_random", ("weight", budget, 1), ("synflow_random", budget, 1),
                    budget)]
-    table = compare.markdown(summary, "Granularity at equal per-layer densities (Fashion-MNIST)")
+    table = accuracy.exploratory(compare.markdown(
+        summary, "Exploratory: granularity at equal per-layer densities (Fashion-MNIST, 2 epochs)"),
+        seeds="3 -> 4")
     table = table.replace("| method |", "| arm |")
     names = {r["name"] for r in runs}
     missing = sorted(names - {r["run"] for r in rows})
