@@ -241,6 +241,7 @@ def train_run(spec):
 
     start = time.perf_counter()
     load_start = os.getloadavg()
+    commit = runs_lib.git_commit()  # the code this run starts with
     batch = spec["batch_size"]
     train_ds = data.load(DATASET, spec["train_split"], batch, augment=True, data_dir=FLAGS.data_dir,
                          seed=spec["seed"])
@@ -273,7 +274,7 @@ def train_run(spec):
         "step_time_median_s": float(np.median(monitor.step_times)),
         "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-        "git_commit": runs_lib.git_commit(), "command": shlex.join([sys.executable, *sys.argv]),
+        "git_commit": commit, "command": _command(),
         "keras_version": keras.__version__, "backend": keras.backend.backend(),
         "host": platform.node(), "cpus": os.cpu_count(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -300,6 +301,11 @@ class EpochRecorder(common.TrainMonitor):
         print(f"  epoch {epoch + 1}: val_accuracy {self.logs[-1].get('val_accuracy', float('nan')):.4f}, "
               f"{self.seconds[-1]:.0f} s, load {os.getloadavg()[0]:.2f}", flush=True)
         super().on_epoch_end(epoch, logs)
+
+
+def _command():
+    """The exact command line of this process, as one would type it from the repository root."""
+    return shlex.join(["python", "-m", "benchmarks.confirmatory", *sys.argv[1:]])
 
 
 def record_path(spec):
@@ -370,6 +376,7 @@ def measure_training_speed():
     from tf_precrop import data  # pylint: disable=g-import-not-at-top
 
     runs_lib.prepare_fashion_mnist(FLAGS.data_dir)
+    commit = runs_lib.git_commit()
     batch, steps = RECIPE["batch_size"], FLAGS.speed_steps
     train_ds = data.load(DATASET, TRAIN_SPLIT, batch, augment=True, data_dir=FLAGS.data_dir,
                          seed=PILOT_SEED_MIN)
@@ -424,8 +431,7 @@ def measure_training_speed():
                           "p90_ms": 1e3 * float(np.percentile(t, 90)), "steps": len(t)}
                    for name, t in times.items()},
         "batch_size": batch, "steps_per_round": steps, "rounds": FLAGS.speed_rounds,
-        "loadavg": loads, "git_commit": runs_lib.git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]), "keras_version": keras.__version__,
+        "loadavg": loads, "git_commit": commit, "command": _command(), "keras_version": keras.__version__,
         "backend": keras.backend.backend(), "cpus": os.cpu_count(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
