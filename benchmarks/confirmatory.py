@@ -190,10 +190,14 @@ def random_width_plan(dense, target, seed, low=0.1):
     Returns:
         (CropPlan, {group id: width}).
     """
+    import importlib  # pylint: disable=g-import-not-at-top
     import types  # pylint: disable=g-import-not-at-top
+
     import tf_precrop  # pylint: disable=g-import-not-at-top
-    from tf_precrop import plan as plan_lib  # pylint: disable=g-import-not-at-top
     from tf_precrop.graph import ModelGraph  # pylint: disable=g-import-not-at-top
+    from tf_precrop.graph import registry  # pylint: disable=g-import-not-at-top
+
+    plan_lib = importlib.import_module("tf_precrop.plan")  # the module; tf_precrop.plan is the function
 
     reference = tf_precrop.plan(dense, flops=target)  # the groups, and which are fixed
     graph = ModelGraph(dense)
@@ -207,7 +211,7 @@ def random_width_plan(dense, target, seed, low=0.1):
             widths[g.id] = int(min(g.dense_width, max(1, round(scale * draws[g.id] * g.dense_width))))
         solution = types.SimpleNamespace(widths=widths, continuous={}, fixed_reasons={},
                                          solve_seconds=0.0, round_seconds=0.0)
-        return plan_lib.make_plan(graph, solution, budgets={"macs": target}, round_to=1,
+        return plan_lib.make_plan(graph, solution, budgets={registry.MACS: target}, round_to=1,
                                   max_ratio=1.0, uniform=False), widths
 
     lo, hi = 0.0, 1.0 / min(draws.values())
@@ -218,6 +222,22 @@ def random_width_plan(dense, target, seed, low=0.1):
         else:
             hi = mid
     plan, widths = plan_at(lo)
+    # Repair: whole channels are coarse steps at width 8, so add single channels to random groups
+    # while the MACs stay within the target (as the solver's rounding does for PreCrop).
+    grown = True
+    while grown:
+        grown = False
+        for index in rng.permutation(len(free)):
+            group = free[index]
+            if widths[group.id] >= group.dense_width:
+                continue
+            trial = {**widths, group.id: widths[group.id] + 1}
+            candidate = plan_lib.make_plan(
+                graph, types.SimpleNamespace(widths=trial, continuous={}, fixed_reasons={},
+                                             solve_seconds=0.0, round_seconds=0.0),
+                budgets={registry.MACS: target}, round_to=1, max_ratio=1.0, uniform=False)
+            if candidate.macs_ratio <= target:
+                plan, widths, grown = candidate, trial, True
     return plan, {str(k): v for k, v in widths.items()}
 
 
