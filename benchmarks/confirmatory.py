@@ -462,6 +462,223 @@ def measure_training_speed():
     print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- pilot report and power
+
+PRIMARY_TESTS = (
+    "PreCrop - uniform at flops 0.25 (paired t, two-sided)",
+    "PreCrop - uniform at flops 0.1 (paired t, two-sided)",
+    "PreCrop - SynFlow at flops 0.25 (paired t, two-sided)",
+    "PreCrop - SynFlow at flops 0.1 (paired t, two-sided)",
+    "PreCrop(latency) - uniform at the latency-matched point of flops 0.25 (paired t, two-sided)",
+    "PreCrop(latency) - uniform at the latency-matched point of flops 0.1 (paired t, two-sided)",
+    "PreCrop - uniform equivalent within +-1 pp at flops 0.25 (TOST, paired)",
+    "PreCrop - uniform equivalent within +-1 pp at flops 0.1 (TOST, paired)",
+)
+"""The closed list of primary tests the draft pre-registration proposes (Holm over all of them)."""
+
+
+def seeds_for_difference(sd, effect, alpha, power=0.8):
+    """Seeds (pairs) for a two-sided paired t-test to detect ``effect`` with ``power``.
+
+    Normal approximation with Guenther's small-sample correction,
+    n = ((z_{1-alpha/2} + z_{power}) * sd / effect)^2 + z_{1-alpha/2}^2 / 2, rounded up
+    (standard library only: `statistics.NormalDist`).
+    """
+    import math  # pylint: disable=g-import-not-at-top
+    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
+
+    z = NormalDist().inv_cdf
+    za, zb = z(1 - alpha / 2), z(power)
+    return math.ceil(((za + zb) * sd / effect) ** 2 + za ** 2 / 2)
+
+
+def seeds_for_equivalence(sd, margin, alpha, power=0.8, true_difference=0.0):
+    """Seeds (pairs) for a paired TOST to show |difference| < ``margin`` with ``power``.
+
+    Normal approximation: n = ((z_{1-alpha} + z_{1-beta/2}) * sd / (margin - |true difference|))^2
+    (z_{1-beta/2} when the true difference is 0, z_{1-beta} otherwise), plus Guenther's correction.
+    """
+    import math  # pylint: disable=g-import-not-at-top
+    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
+
+    z = NormalDist().inv_cdf
+    za = z(1 - alpha)
+    zb = z(1 - (1 - power) / 2) if true_difference == 0 else z(power)
+    return math.ceil(((za + zb) * sd / (margin - abs(true_difference))) ** 2 + za ** 2 / 2)
+
+
+def detectable_effect(sd, seeds, alpha, power=0.8):
+    """Smallest effect (same unit as ``sd``) a two-sided paired t-test detects with ``power`` at ``seeds``."""
+    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
+
+    z = NormalDist().inv_cdf
+    za = z(1 - alpha / 2)
+    return (za + z(power)) * sd / max(seeds - za ** 2 / 2, 1e-9) ** 0.5
+
+
+def load_records(directory):
+    records = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".json"):
+                with open(os.path.join(directory, name)) as f:
+                    records.append(json.load(f))
+    return records
+
+
+def power_lines(paired_sd=None):
+    """The power table of the draft: seeds per arm for each assumed paired SD."""
+    alpha = 0.05 / len(PRIMARY_TESTS)  # Holm's first step: the most demanding level in the family
+    sds = sorted({0.8, 1.0, 1.2, 1.4, *([round(paired_sd, 2)] if paired_sd else [])})
+    lines = [f"Per-test alpha for the power calculation: 0.05 / {len(PRIMARY_TESTS)} = {alpha:.5f} "
+             "(Holm's first step over the primary tests; later steps are less demanding, so this is "
+             "conservative). Power 0.8. Formulas: `benchmarks.confirmatory.seeds_for_difference` and "
+             "`seeds_for_equivalence` (normal approximation plus Guenther's correction, standard library "
+             "only).", "",
+             "| paired SD of PreCrop - uniform (pp) | seeds to detect 1.0 pp | seeds to detect 1.5 pp | "
+             "seeds for TOST within +-1 pp (true difference 0) | effect detectable with 6 / 10 / 12 seeds (pp) |",
+             "|---|---|---|---|---|"]
+    for sd in sds:
+        note = " (pilot)" if paired_sd and sd == round(paired_sd, 2) else ""
+        lines.append(
+            f"| {sd:.2f}{note} | {seeds_for_difference(sd, 1.0, alpha)} | {seeds_for_difference(sd, 1.5, alpha)} | "
+            f"{seeds_for_equivalence(sd, 1.0, alpha)} | "
+            + " / ".join(f"{detectable_effect(sd, n, alpha):.2f}" for n in (6, 10, 12)) + " |")
+    return lines
+
+
+def exploratory_paired_sds(archive="benchmarks/results/accuracy_runs"):
+    """{(comparison, budget): (SD of the same-seed test-accuracy differences in pp, n)} of the 2-epoch archive."""
+    import statistics  # pylint: disable=g-import-not-at-top
+
+    def accuracy(method, budget, seed):
+        path = os.path.join(archive, f"resnet20_{method}_f{budget}_s{seed}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)["test_accuracy"]
+
+    out = {}
+    for other, label in (("uniform_width", "PreCrop - uniform"), ("synflow", "PreCrop - SynFlow")):
+        for budget in ("0.5", "0.25", "0.1"):
+            pairs = [(accuracy("precrop", budget, s), accuracy(other, budget, s)) for s in range(8)]
+            diffs = [100 * (a - b) for a, b in pairs if a is not None and b is not None]
+            if len(diffs) > 1:
+                out[(label, budget)] = (statistics.stdev(diffs), len(diffs))
+    return out
+
+
+def write_pilot_page():
+    """benchmarks/results/pilot.md from the pilot records and the training-speed JSON."""
+    import statistics  # pylint: disable=g-import-not-at-top
+
+    records = load_records(os.path.join(FLAGS.results_dir, "pilot"))
+    lines = ["# PILOT of the confirmatory experiment (issue 13)", "",
+             "> **Pilot, not results.** Seeds >= 1000, which the confirmatory grid never uses. These runs "
+             "only choose the training length and the setup and size the grid (seed-to-seed SDs); their "
+             "accuracies are not evidence for or against any hypothesis.", "",
+             "Model ResNet-20 width 8 on Fashion-MNIST; training on the first 50,000 training images, "
+             "validation on the last 10,000 (`train[50000:]`, fixed, never trained on), the test set "
+             "evaluated once per run at the end. Recipe as the exploratory grid: batch "
+             f"{RECIPE['batch_size']}, SGD momentum {RECIPE['momentum']} Nesterov, lr {RECIPE['lr']} "
+             f"{RECIPE['schedule']}, decoupled weight decay {RECIPE['weight_decay']}. One training process at "
+             "a time on the shared 2-core VM; its load average is in every record.", ""]
+    speed_path = os.path.join(FLAGS.results_dir, "pilot_training_speed.json")
+    if os.path.exists(speed_path):
+        with open(speed_path) as f:
+            speed = json.load(f)
+        lines += ["## Training speed (Keras 3 arms)", "",
+                  "| setup | median ms/step | p10-p90 ms | steps |", "|---|---|---|---|"]
+        lines += [f"| {name} | {e['median_ms']:.1f} | {e['p10_ms']:.0f}-{e['p90_ms']:.0f} | {e['steps']} |"
+                  for name, e in speed["setups"].items()]
+        loads = ", ".join(f"{load[0]:.1f}" for load in speed["loadavg"])
+        lines += ["", f"Interleaved ({speed['rounds']} rounds x {speed['steps_per_round']} steps per setup, "
+                  f"batch {speed['batch_size']}, `{speed['command']}`, commit {speed['git_commit'][:10]}); "
+                  f"1-minute load average {loads} (before, after each round): the other agents' tests "
+                  "were running. XLA (`jit_compile=True`) was 3-4x slower than the default (no XLA on a "
+                  "CPU-only TensorFlow) for both models, so every Keras 3 arm trains without XLA. The input "
+                  "pipeline (`tf_precrop.data.load`: decoded images cached in memory, parallel augmentation, "
+                  "`prefetch(AUTOTUNE)`) produces a batch in a fraction of a training step, so it is not the "
+                  "bottleneck and needs no change.", ""]
+    curve = [r for r in records if r["arm"] == "dense" and r["epochs"] == FLAGS.curve_epochs
+             and r["seed"] == PILOT_SEED_MIN]
+    lines += ["## Training length: dense validation curve", ""]
+    if curve:
+        run = curve[0]
+        acc = run["validation_accuracy"]
+        final = acc[-1]
+        lines += [f"Run `{run['name']}` ({run['epochs']} epochs, cosine schedule over all of them), commit "
+                  f"{str(run['git_commit'])[:10]}, load average {run['loadavg_start'][0]:.1f} at the start and "
+                  f"{run['loadavg_end'][0]:.1f} at the end; test accuracy (once, at the end) "
+                  f"{100 * run['test_accuracy']:.2f} %.", "",
+                  "| epoch | validation accuracy (%) | epoch s |", "|---|---|---|"]
+        lines += [f"| {i + 1} | {100 * a:.2f} | {t:.0f} |" for i, (a, t) in
+                  enumerate(zip(acc, run["epoch_seconds"]))]
+        within = next(i + 1 for i, a in enumerate(acc) if a >= final - 0.005)
+        lines += ["", f"The {run['epochs']}-epoch run's final validation accuracy is {100 * final:.2f} %; it first "
+                  f"comes within 0.5 pp of it at epoch {within}. Under a cosine schedule an intermediate epoch "
+                  "of a long run is not a shorter run (the learning rate is still high there), so the length "
+                  "is decided by the final validation accuracy of the shorter pilot runs below against this "
+                  "run's.", ""]
+    else:
+        lines += ["Not finished yet.", ""]
+    sd_runs = [r for r in records if r not in curve]
+    lines += ["## Seed-to-seed variation at flops 0.25", ""]
+    paired_sd = None
+    if sd_runs:
+        lines += ["| arm | epochs | seed | MACs ratio | final validation (%) | test (%) | train s | load start/end |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['arm']} | {r['epochs']} | {r['seed']} | {r['macs_ratio']:.3f} | "
+                  f"{100 * r['final_validation_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
+                  f"{r['train_seconds']:.0f} | {r['loadavg_start'][0]:.1f}/{r['loadavg_end'][0]:.1f} |"
+                  for r in sorted(sd_runs, key=lambda r: (r["seed"], r["arm"]))]
+        by_arm = {}
+        for r in sd_runs:
+            by_arm.setdefault((r["arm"], r["epochs"]), []).append(r)
+        lines += ["", "| arm | epochs | n | validation mean ± SD (%) | test mean ± SD (%) |", "|---|---|---|---|---|"]
+        for (arm, epochs), rs in sorted(by_arm.items()):
+            val = [100 * r["final_validation_accuracy"] for r in rs]
+            test = [100 * r["test_accuracy"] for r in rs]
+            sd = (lambda v: f"{statistics.stdev(v):.2f}" if len(v) > 1 else "n < 2")
+            lines.append(f"| {arm} | {epochs} | {len(rs)} | {statistics.fmean(val):.2f} ± {sd(val)} | "
+                         f"{statistics.fmean(test):.2f} ± {sd(test)} |")
+        pre = {r["seed"]: r for r in sd_runs if r["arm"] == "precrop"}
+        uni = {r["seed"]: r for r in sd_runs if r["arm"] == "uniform"}
+        pairs = sorted(set(pre) & set(uni))
+        if pairs:
+            diffs = [100 * (pre[s]["test_accuracy"] - uni[s]["test_accuracy"]) for s in pairs]
+            vdiffs = [100 * (pre[s]["final_validation_accuracy"] - uni[s]["final_validation_accuracy"])
+                      for s in pairs]
+            text = (f"Paired differences PreCrop - uniform (same seed: same data order), n = {len(pairs)}: "
+                    f"test {', '.join(f'{d:+.2f}' for d in diffs)} pp; validation "
+                    f"{', '.join(f'{d:+.2f}' for d in vdiffs)} pp.")
+            if len(pairs) > 1:
+                paired_sd = statistics.stdev(diffs)
+                text += f" SD of the test differences {paired_sd:.2f} pp."
+            else:
+                text += " One pair gives no SD yet."
+            lines += ["", text]
+        dense10 = [r for r in sd_runs if r["arm"] == "dense"]
+        if curve and dense10:
+            gap = 100 * (curve[0]["final_validation_accuracy"]
+                         - statistics.fmean(r["final_validation_accuracy"] for r in dense10))
+            lines += ["", f"Dense at {dense10[0]['epochs']} epochs vs the {FLAGS.curve_epochs}-epoch run: "
+                      f"{gap:+.2f} pp final validation accuracy ({len(dense10)} seed(s) at the shorter length)."]
+        lines.append("")
+    else:
+        lines += ["Not run yet.", ""]
+    old = exploratory_paired_sds()
+    old_text = "; ".join(f"{label} at flops {b}: {sd:.2f} pp (n = {n})" for (label, b), (sd, n) in old.items())
+    lines += ["## Power (for the pre-registration)", "", *power_lines(paired_sd), "",
+              "For reference, the paired SDs (same seed) in the exploratory 2-epoch archive "
+              f"(benchmarks/results/accuracy_runs/): {old_text}. Until the pilot has its own estimate at the "
+              "confirmatory length, the rows 0.8-1.4 bracket them.", ""]
+    path = os.path.join(FLAGS.results_dir, "pilot.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {path}")
+
+
 def main(argv):
     del argv
     if FLAGS.stage == "run":
@@ -471,6 +688,8 @@ def main(argv):
         run_pilot()
     elif FLAGS.stage == "speed":
         measure_training_speed()
+    elif FLAGS.stage == "report":
+        write_pilot_page()
     elif FLAGS.stage == "grid":
         sys.exit("confirmatory: the grid runs only after benchmarks/PREREGISTRATION.md is committed "
                  "(issue 13); it is not yet.")
