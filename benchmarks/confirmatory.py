@@ -18,8 +18,9 @@ Stages (--stage):
              (XLA jit_compile on/off, input pipeline alone) -> results/pilot_training_speed.json
     pilot    the pilot runs (seeds >= 1000, which the grid never uses), one child
              process at a time -> results/pilot/<run>.json
-    latency  calibrates the latency model and tunes the latency arm's budget (TODO, see
-             PREREGISTRATION_DRAFT.md)
+    latency  calibrates a latency model of this machine (LiteRT, 1 thread) and freezes the
+             latency arm's budgets (measured p50 within 3 % of uniform's) -> results/
+             confirmatory_latency_{model,budgets}.json; wants a quiet machine
     grid     the pre-registered grid; refuses to run unless benchmarks/PREREGISTRATION.md
              is committed
     report   writes results/pilot.md from the finished pilot runs
@@ -155,9 +156,9 @@ def build_arm(spec):
         extra["random_widths"] = widths
         model = tf_precrop.crop(dense, plan, seed=seed)
     elif arm == "precrop_latency":
-        raise NotImplementedError(
-            "precrop_latency needs the calibrated latency model and the frozen budget "
-            "(--stage=latency), not done yet; see benchmarks/PREREGISTRATION_DRAFT.md")
+        latency_model, budget = frozen_latency_budget(spec["budget"])
+        extra["latency_budget"] = budget
+        model = tf_precrop.crop(dense, latency=budget, latency_model=latency_model, seed=seed)
     else:
         target = uniform_macs_ratio(dense, spec["budget"] or 0.25)
         method = "synflow" if arm == "tfmot_dense" else arm
@@ -190,14 +191,12 @@ def random_width_plan(dense, target, seed, low=0.1):
     Returns:
         (CropPlan, {group id: width}).
     """
-    import importlib  # pylint: disable=g-import-not-at-top
     import types  # pylint: disable=g-import-not-at-top
 
     import tf_precrop  # pylint: disable=g-import-not-at-top
     from tf_precrop.graph import ModelGraph  # pylint: disable=g-import-not-at-top
     from tf_precrop.graph import registry  # pylint: disable=g-import-not-at-top
-
-    plan_lib = importlib.import_module("tf_precrop.plan")  # the module; tf_precrop.plan is the function
+    from tf_precrop.plan import make_plan  # (the attribute tf_precrop.plan is the function)
 
     reference = tf_precrop.plan(dense, flops=target)  # the groups, and which are fixed
     graph = ModelGraph(dense)
@@ -211,7 +210,7 @@ def random_width_plan(dense, target, seed, low=0.1):
             widths[g.id] = int(min(g.dense_width, max(1, round(scale * draws[g.id] * g.dense_width))))
         solution = types.SimpleNamespace(widths=widths, continuous={}, fixed_reasons={},
                                          solve_seconds=0.0, round_seconds=0.0)
-        return plan_lib.make_plan(graph, solution, budgets={registry.MACS: target}, round_to=1,
+        return make_plan(graph, solution, budgets={registry.MACS: target}, round_to=1,
                                   max_ratio=1.0, uniform=False), widths
 
     lo, hi = 0.0, 1.0 / min(draws.values())
@@ -232,7 +231,7 @@ def random_width_plan(dense, target, seed, low=0.1):
             if widths[group.id] >= group.dense_width:
                 continue
             trial = {**widths, group.id: widths[group.id] + 1}
-            candidate = plan_lib.make_plan(
+            candidate = make_plan(
                 graph, types.SimpleNamespace(widths=trial, continuous={}, fixed_reasons={},
                                              solve_seconds=0.0, round_seconds=0.0),
                 budgets={registry.MACS: target}, round_to=1, max_ratio=1.0, uniform=False)
@@ -462,6 +461,104 @@ def measure_training_speed():
     print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- latency model and budgets
+
+LATENCY_MODEL_JSON = "confirmatory_latency_model.json"
+LATENCY_BUDGETS_JSON = "confirmatory_latency_budgets.json"
+LATENCY_TOLERANCE = 0.03
+"""The latency arm's measured p50 must be within 3 % of uniform width's at the same point (issue 13)."""
+
+
+def frozen_latency_budget(flops):
+    """(LatencyModel, latency budget) frozen by --stage=latency for the point of uniform at ``flops``.
+
+    Raises:
+        FileNotFoundError: before --stage=latency has written both JSON files.
+        KeyError: if the budget of that point was not frozen.
+    """
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+
+    paths = [os.path.join(FLAGS.results_dir, name) for name in (LATENCY_MODEL_JSON, LATENCY_BUDGETS_JSON)]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} does not exist: run `python -m benchmarks.confirmatory "
+                                    "--stage=latency` first (on a quiet machine).")
+    with open(paths[0]) as f:
+        latency_model = tf_precrop.LatencyModel.from_json(json.dumps(json.load(f)["latency_model"]))
+    with open(paths[1]) as f:
+        budgets = json.load(f)["frozen"]
+    return latency_model, budgets[f"{flops:g}"]
+
+
+def calibrate_and_freeze(budgets=(0.25, 0.1, 0.5), factors=(0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1),
+                         samples=12, num_runs=2000):
+    """--stage=latency: a latency model of this machine and the latency arm's frozen budgets.
+
+    1. Fits a `tf_precrop.LatencyModel` to randomly narrowed variants of the width-8 ResNet-20 on
+       28x28x1, timed with LiteRT on 1 thread (`tf_precrop.export.calibrate_latency`, round_to=1 like
+       the arms) -> results/confirmatory_latency_model.json.
+    2. For each budget, exports uniform width and PreCrop with latency budgets around the latency model's
+       prediction for uniform (``factors`` x it), times them interleaved with dense, and freezes the
+       budget whose measured p50 is closest to uniform's (it must be within 3 %)
+       -> results/confirmatory_latency_budgets.json, with every candidate's timings.
+    Wants a quiet machine: run it when no training runs.
+    """
+    import tempfile  # pylint: disable=g-import-not-at-top
+
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+    from tf_precrop import export  # pylint: disable=g-import-not-at-top
+
+    commit, loads = runs_lib.git_commit(), [os.getloadavg()]
+    dense = _dense(0)
+    calibration = export.calibrate_latency(dense, samples=samples, round_to=1, num_threads=1, rounds=20,
+                                           num_runs=num_runs // 2, log=print)
+    latency_model = calibration.latency_model
+    loads.append(os.getloadavg())
+    common.write_json(os.path.join(FLAGS.results_dir, LATENCY_MODEL_JSON), {
+        "label": "PILOT (latency calibration)", "latency_model": json.loads(latency_model.to_json()),
+        "rows": calibration.rows, "max_relative_error": calibration.max_relative_error,
+        "model": f"{MODEL} width {WIDTH}, input 28x28x1, batch 1, LiteRT 1 thread",
+        "git_commit": commit, "command": _command(), "loadavg": loads})
+    dense_ms = latency_model.predict_ms(dense)
+    frozen, points = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for flops in budgets:
+            uniform = tf_precrop.crop(dense, flops=flops, uniform=True, seed=0)
+            predicted = latency_model.predict_ms(uniform) / dense_ms
+            models = {"dense": dense, "uniform": uniform}
+            for factor in factors:
+                target = min(1.0, predicted * factor)
+                try:
+                    models[f"latency={target:.4f}"] = tf_precrop.crop(
+                        dense, latency=target, latency_model=latency_model, seed=0)
+                except ValueError as err:  # a budget no allowed widths meet
+                    print(f"flops={flops:g}: latency={target:.4f} infeasible ({err})")
+            paths = []
+            for name, model in models.items():
+                path = os.path.join(tmp, f"f{flops:g}_{name}.tflite")
+                export.to_tflite(model, path)
+                paths.append(path)
+            stats = export.benchmark_interleaved(paths, num_threads=1, warmup_runs=20, num_runs=num_runs,
+                                                 rounds=40)
+            loads.append(os.getloadavg())
+            rows = {name: {**st, "macs_ratio": tf_precrop.count(models[name]).macs / tf_precrop.count(dense).macs}
+                    for name, st in zip(models, stats)}
+            uniform_p50 = rows["uniform"]["p50_ms"]
+            candidates = {n: r for n, r in rows.items() if n.startswith("latency=")}
+            best = min(candidates, key=lambda n: abs(candidates[n]["p50_ms"] / uniform_p50 - 1))
+            within = abs(candidates[best]["p50_ms"] / uniform_p50 - 1) <= LATENCY_TOLERANCE
+            points[f"{flops:g}"] = {"uniform_predicted_latency_ratio": predicted, "rows": rows,
+                                    "chosen": best, "within_tolerance": within}
+            if within:
+                frozen[f"{flops:g}"] = float(best.split("=")[1])
+            print(f"flops={flops:g}: uniform p50 {uniform_p50:.3f} ms; closest {best} at "
+                  f"{candidates[best]['p50_ms']:.3f} ms ({'within' if within else 'NOT within'} 3 %)")
+    common.write_json(os.path.join(FLAGS.results_dir, LATENCY_BUDGETS_JSON), {
+        "label": "PILOT (latency budgets, frozen for the grid)", "frozen": frozen, "points": points,
+        "tolerance": LATENCY_TOLERANCE, "git_commit": commit, "command": _command(), "loadavg": loads,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 # --------------------------------------------------------------------------- pilot report and power
 
 PRIMARY_TESTS = (
@@ -688,6 +785,8 @@ def main(argv):
         run_pilot()
     elif FLAGS.stage == "speed":
         measure_training_speed()
+    elif FLAGS.stage == "latency":
+        calibrate_and_freeze()
     elif FLAGS.stage == "report":
         write_pilot_page()
     elif FLAGS.stage == "grid":
