@@ -53,6 +53,9 @@ import numpy as np
 
 from apps import common  # TrainMonitor, build_model (defines apps' shared flags: model, width, seed...)
 from benchmarks import runs as runs_lib
+from benchmarks.stats import detectable_effect
+from benchmarks.stats import seeds_for_difference
+from benchmarks.stats import seeds_for_equivalence
 
 FLAGS = flags.FLAGS
 
@@ -574,45 +577,6 @@ PRIMARY_TESTS = (
 """The closed list of primary tests the draft pre-registration proposes (Holm over all of them)."""
 
 
-def seeds_for_difference(sd, effect, alpha, power=0.8):
-    """Seeds (pairs) for a two-sided paired t-test to detect ``effect`` with ``power``.
-
-    Normal approximation with Guenther's small-sample correction,
-    n = ((z_{1-alpha/2} + z_{power}) * sd / effect)^2 + z_{1-alpha/2}^2 / 2, rounded up
-    (standard library only: `statistics.NormalDist`).
-    """
-    import math  # pylint: disable=g-import-not-at-top
-    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
-
-    z = NormalDist().inv_cdf
-    za, zb = z(1 - alpha / 2), z(power)
-    return math.ceil(((za + zb) * sd / effect) ** 2 + za ** 2 / 2)
-
-
-def seeds_for_equivalence(sd, margin, alpha, power=0.8, true_difference=0.0):
-    """Seeds (pairs) for a paired TOST to show |difference| < ``margin`` with ``power``.
-
-    Normal approximation: n = ((z_{1-alpha} + z_{1-beta/2}) * sd / (margin - |true difference|))^2
-    (z_{1-beta/2} when the true difference is 0, z_{1-beta} otherwise), plus Guenther's correction.
-    """
-    import math  # pylint: disable=g-import-not-at-top
-    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
-
-    z = NormalDist().inv_cdf
-    za = z(1 - alpha)
-    zb = z(1 - (1 - power) / 2) if true_difference == 0 else z(power)
-    return math.ceil(((za + zb) * sd / (margin - abs(true_difference))) ** 2 + za ** 2 / 2)
-
-
-def detectable_effect(sd, seeds, alpha, power=0.8):
-    """Smallest effect (same unit as ``sd``) a two-sided paired t-test detects with ``power`` at ``seeds``."""
-    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
-
-    z = NormalDist().inv_cdf
-    za = z(1 - alpha / 2)
-    return (za + z(power)) * sd / max(seeds - za ** 2 / 2, 1e-9) ** 0.5
-
-
 def load_records(directory):
     records = []
     if os.path.isdir(directory):
@@ -629,7 +593,7 @@ def power_lines(paired_sd=None):
     sds = sorted({0.8, 1.0, 1.2, 1.4, *([round(paired_sd, 2)] if paired_sd else [])})
     lines = [f"Per-test alpha for the power calculation: 0.05 / {len(PRIMARY_TESTS)} = {alpha:.5f} "
              "(Holm's first step over the primary tests; later steps are less demanding, so this is "
-             "conservative). Power 0.8. Formulas: `benchmarks.confirmatory.seeds_for_difference` and "
+             "conservative). Power 0.8. Formulas: `benchmarks.stats.seeds_for_difference` and "
              "`seeds_for_equivalence` (normal approximation plus Guenther's correction, standard library "
              "only).", "",
              "| paired SD of PreCrop - uniform (pp) | seeds to detect 1.0 pp | seeds to detect 1.5 pp | "
