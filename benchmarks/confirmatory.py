@@ -21,8 +21,9 @@ Stages (--stage):
     latency  calibrates a latency model of this machine (LiteRT, 1 thread) and freezes the
              latency arm's budgets (measured p50 within 3 % of uniform's) -> results/
              confirmatory_latency_{model,budgets}.json; wants a quiet machine
-    grid     the pre-registered grid; refuses to run unless benchmarks/PREREGISTRATION.md
-             is committed
+    grid     the pre-registered grid, read from the ```json grid block of
+             benchmarks/PREREGISTRATION.md; refuses to run unless that file is committed and
+             unmodified
     report   writes results/pilot.md from the finished pilot runs
     run      internal: one training run in this process (the children)
 
@@ -740,6 +741,69 @@ def write_pilot_page():
     print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- grid (after registration)
+
+PREREGISTRATION = "benchmarks/PREREGISTRATION.md"
+
+
+def registered_design(path=PREREGISTRATION):
+    """The grid design from the committed, unmodified pre-registration's ```json grid block.
+
+    The block holds {"seeds": [...], "epochs": n, "primary": {"arms": [...], "budgets": [...]},
+    "secondary": {"arms": [...], "budgets": [...]}}: the pre-registration is the only source of the
+    grid, so the grid cannot drift from it.
+
+    Raises:
+        SystemExit: if the file is missing, not committed, modified since its commit, or has no block.
+    """
+    if not os.path.exists(path):
+        sys.exit(f"confirmatory: {path} does not exist; the grid runs only after the pre-registration is "
+                 "committed (issue 13). The draft is benchmarks/PREREGISTRATION_DRAFT.md.")
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path], capture_output=True).returncode == 0
+    clean = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path]).returncode == 0
+    if not (tracked and clean):
+        sys.exit(f"confirmatory: {path} must be committed and unmodified before the grid runs.")
+    with open(path) as f:
+        text = f.read()
+    marker = "```json grid"
+    if marker not in text:
+        sys.exit(f"confirmatory: {path} has no ```json grid block with the design.")
+    block = text.split(marker, 1)[1].split("```", 1)[0]
+    design = json.loads(block)
+    if any(seed >= PILOT_SEED_MIN or seed < 8 for seed in design["seeds"]):
+        sys.exit(f"confirmatory: grid seeds must be new: not 0-7 (exploratory) nor >= {PILOT_SEED_MIN} "
+                 f"(pilot). Received: {design['seeds']}")
+    return design
+
+
+def grid_specs(design):
+    """Primary runs first, seed by seed, then the secondary ones; dense-type arms once per seed."""
+    specs = []
+    for part in ("primary", "secondary"):
+        for seed in design["seeds"]:
+            for arm in design[part]["arms"]:
+                budgets = [None] if arm in ("dense", "tfmot_dense") else design[part]["budgets"]
+                for budget in budgets:
+                    spec = make_spec("grid", arm, budget, seed, design["epochs"])
+                    if spec["name"] not in {x["name"] for x in specs}:
+                        specs.append(spec)
+    return specs
+
+
+def run_grid():
+    design = registered_design()
+    runs_lib.prepare_fashion_mnist(FLAGS.data_dir)
+    specs = grid_specs(design)
+    todo = [spec for spec in specs if not os.path.exists(record_path(spec))]
+    print(f"grid: {len(specs)} runs, {len(specs) - len(todo)} finished, {len(todo)} to run", flush=True)
+    for spec in todo:
+        if _past_stop():
+            print(f"grid: past --stop_at={FLAGS.stop_at} UTC; no new run started; "
+                  f"{sum(not os.path.exists(record_path(s)) for s in specs)} runs remain", flush=True)
+            return
+        launch(spec)
+
+
 def main(argv):
     del argv
     if FLAGS.stage == "run":
@@ -754,8 +818,7 @@ def main(argv):
     elif FLAGS.stage == "report":
         write_pilot_page()
     elif FLAGS.stage == "grid":
-        sys.exit("confirmatory: the grid runs only after benchmarks/PREREGISTRATION.md is committed "
-                 "(issue 13); it is not yet.")
+        run_grid()
     else:
         raise NotImplementedError(FLAGS.stage)
 
