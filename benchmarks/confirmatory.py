@@ -164,13 +164,12 @@ def build_arm(spec):
         extra["latency_budget"] = budget
         model = tf_precrop.crop(dense, latency=budget, latency_model=latency_model, seed=seed)
     else:
-        target = uniform_macs_ratio(dense, spec["budget"] or 0.25)
-        method = "synflow" if arm == "tfmot_dense" else arm
-        masks = sparsity.compute_masks(method, dense, flops=target, seed=seed)
-        if arm == "tfmot_dense":
-            masks = {key: np.ones_like(mask) for key, mask in masks.items()}
+        if arm == "tfmot_dense":  # every prunable kernel wrapped, nothing pruned
+            masks = {k.key: np.ones(k.shape, np.float32) for k in sparsity.prunable_kernels(dense)}
         else:
+            target = uniform_macs_ratio(dense, spec["budget"])
             extra["macs_target"] = target
+            masks = sparsity.compute_masks(arm, dense, flops=target, seed=seed)
         masked = sparsity.masked_cost(dense, masks)
         model = sparsity.to_tfmot(dense, masks)
         extra.update(macs=int(masked["macs"]), params=int(masked["params"]),
