@@ -24,7 +24,8 @@ Stages (--stage):
     grid     the pre-registered grid, read from the ```json grid block of
              benchmarks/PREREGISTRATION.md; refuses to run unless that file is committed and
              unmodified
-    report   writes results/pilot.md from the finished pilot runs
+    report   writes results/pilot.md from the finished pilot runs and, once registered,
+             results/confirmatory.md (primary tests only when the primary grid is complete)
     run      internal: one training run in this process (the children)
 
 Every run is a child process (`python -m benchmarks.confirmatory --stage=run`) started
@@ -803,6 +804,80 @@ def run_grid():
         launch(spec)
 
 
+def primary_tests(records, design):
+    """The registered primary tests (PRIMARY_TESTS order): (label, n, diff pp, (low, high) pp, raw p)."""
+    from benchmarks import stats  # pylint: disable=g-import-not-at-top
+
+    def by_seed(arm, budget):
+        return {r["seed"]: r["test_accuracy"] for r in records
+                if r["arm"] == arm and r["budget"] == budget and r["epochs"] == design["epochs"]}
+
+    out = []
+    for label in PRIMARY_TESTS:
+        budget = 0.25 if "0.25" in label else 0.1
+        arm = "precrop_latency" if label.startswith("PreCrop(latency)") else "precrop"
+        other = "synflow" if "SynFlow" in label else "uniform"
+        a, b = by_seed(arm, budget), by_seed(other, budget)
+        seeds = sorted(set(a) & set(b))
+        x, y = [100 * a[s] for s in seeds], [100 * b[s] for s in seeds]
+        diff, interval, p = stats.paired(x, y)
+        if "TOST" in label:
+            p = stats.tost_paired(x, y, 1.0) if len(seeds) > 1 else float("nan")
+        out.append((label, len(seeds), diff, interval, p))
+    return out
+
+
+def write_grid_page():
+    """results/confirmatory.md: per-arm summaries; the primary tests only once every registered run is in."""
+    import statistics  # pylint: disable=g-import-not-at-top
+
+    from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+
+    from benchmarks import stats  # pylint: disable=g-import-not-at-top
+
+    design = registered_design()
+    specs = grid_specs(design)
+    records = [r for r in load_records(os.path.join(FLAGS.results_dir, "confirmatory_runs"))
+               if r["name"] in {s["name"] for s in specs}]
+    primary = [s for s in grid_specs({**design, "secondary": {"arms": [], "budgets": []}})]
+    done = {r["name"] for r in records}
+    complete = all(s["name"] in done for s in primary)
+    lines = ["# Confirmatory experiment (issue 13): PreCrop vs uniform width vs SynFlow", "",
+             f"Design: {PREREGISTRATION} (registered before the first grid run). Runs finished: "
+             f"{len(records)} of {len(specs)} ({sum(s['name'] in done for s in primary)} of {len(primary)} "
+             "primary).", ""]
+    if not complete:
+        lines += ["> **PARTIAL.** The primary grid is not complete; as registered, no primary test is computed "
+                  "until every primary run has finished. The table below only describes the finished runs.", ""]
+    lines += ["| arm | budget | n | MACs ratio | test accuracy mean ± SD (%) | 95% CI (%) |", "|---|---|---|---|---|---|"]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["arm"], r["budget"]), []).append(r)
+    for (arm, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -(kv[0][1] or 1))):
+        acc = [100 * r["test_accuracy"] for r in rs]
+        mean = statistics.fmean(acc)
+        if len(acc) > 1:
+            sd = statistics.stdev(acc)
+            half = scipy_stats.t.ppf(0.975, len(acc) - 1) * sd / len(acc) ** 0.5
+            spread, ci = f"{sd:.2f}", f"[{mean - half:.2f}, {mean + half:.2f}]"
+        else:
+            spread, ci = "-", "-"
+        lines.append(f"| {arm} | {'-' if budget is None else f'{budget:g}'} | {len(rs)} | "
+                     f"{statistics.fmean(r['macs_ratio'] for r in rs):.3f} | {mean:.2f} ± {spread} | {ci} |")
+    if complete:
+        tests = primary_tests(records, design)
+        adjusted = stats.holm([t[4] for t in tests])
+        lines += ["", "## Primary tests (registered; Holm over all of them)", "",
+                  "| test | n | mean paired difference (pp) | 95% CI (pp) | raw p | Holm p |", "|---|---|---|---|---|---|"]
+        lines += [f"| {label} | {n} | {diff:+.2f} | [{low:+.2f}, {high:+.2f}] | {p:.4f} | {q:.4f} |"
+                  for (label, n, diff, (low, high), p), q in zip(tests, adjusted)]
+    lines.append("")
+    path = os.path.join(FLAGS.results_dir, "confirmatory.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {path}")
+
+
 def main(argv):
     del argv
     if FLAGS.stage == "run":
@@ -816,6 +891,8 @@ def main(argv):
         calibrate_and_freeze()
     elif FLAGS.stage == "report":
         write_pilot_page()
+        if os.path.exists(PREREGISTRATION):
+            write_grid_page()
     elif FLAGS.stage == "grid":
         run_grid()
     else:

@@ -25,7 +25,8 @@ def child_env():
     """The environment of a child run: ours without TF_USE_LEGACY_KERAS.
 
     Importing TF-MOT sets TF_USE_LEGACY_KERAS=1; a child inheriting it would get tf_keras
-    as `tf.keras`.
+    as `tf.keras`. (The same as `apps.compare.child_env`, which cannot be imported next to
+    `apps.common`: both define absl flags of the same names.)
     """
     return {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
 
