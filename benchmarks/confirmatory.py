@@ -77,6 +77,8 @@ flags.DEFINE_integer("curve_epochs", 20, "Length of the pilot's dense validation
 flags.DEFINE_integer("pilot_epochs", 10, "Length of the pilot's seed-to-seed runs.")
 flags.DEFINE_list("pilot_seeds", [str(s) for s in range(1001, 1011)],
                   "Seeds of the pilot's seed-to-seed runs (>= 1000: never used by the grid).")
+flags.DEFINE_list("pilot_arms", ["uniform", "precrop", "dense"], "stage pilot: order of the arms of each "
+                  "seed-to-seed seed (the pair PreCrop - uniform first by default: its paired SD sizes the grid).")
 flags.DEFINE_string("stop_at", None, "UTC time HH:MM after which the pilot starts no new run.")
 
 MODEL = "resnet20"
@@ -367,8 +369,7 @@ def pilot_specs():
         specs.append(make_spec("pilot", "dense", None, PILOT_SEED_MIN, FLAGS.curve_epochs))
     if "sd" in FLAGS.pilot_plan:
         for seed in (int(s) for s in FLAGS.pilot_seeds):
-            # The pair PreCrop - uniform first: its paired SD sizes the grid; dense after.
-            for arm in ("uniform", "precrop", "dense"):
+            for arm in FLAGS.pilot_arms:
                 specs.append(make_spec("pilot", arm, 0.25, seed, FLAGS.pilot_epochs))
     return specs
 
