@@ -725,11 +725,22 @@ def write_pilot_page():
         if curve and dense10:
             gap = 100 * (curve[0]["final_validation_accuracy"]
                          - statistics.fmean(r["final_validation_accuracy"] for r in dense10))
-            lines += ["", f"Dense at {dense10[0]['epochs']} epochs vs the {FLAGS.curve_epochs}-epoch run: "
-                      f"{gap:+.2f} pp final validation accuracy ({len(dense10)} seed(s) at the shorter length)."]
+            verdict = ("within 0.5 pp: the shorter length reaches the plateau" if gap <= 0.5 else
+                       "more than 0.5 pp: the shorter length is short of the plateau")
+            lines += ["", f"Dense at {dense10[0]['epochs']} epochs vs the {FLAGS.curve_epochs}-epoch run: the "
+                      f"{FLAGS.curve_epochs}-epoch run ends {gap:+.2f} pp higher in final validation accuracy, "
+                      f"{verdict} ({len(dense10)} seed(s) at the shorter length, one at {FLAGS.curve_epochs}; "
+                      "different seeds, so the gap includes seed noise)."]
         lines.append("")
     else:
         lines += ["Not run yet.", ""]
+    planned = pilot_specs()
+    missing = [spec["name"] for spec in planned if not os.path.exists(record_path(spec))]
+    lines += ["## Status", "",
+              f"{len(planned) - len(missing)} of the {len(planned)} runs of the pilot plan (`--pilot_plan="
+              f"{','.join(FLAGS.pilot_plan)}`, seeds {FLAGS.pilot_seeds[0]}-{FLAGS.pilot_seeds[-1]}) are finished. "
+              "It resumes with `nohup python -m benchmarks.confirmatory --stage=pilot > benchmarks/work/pilot.log "
+              "2>&1 &` (finished runs are skipped), one training process at a time.", ""]
     old = exploratory_paired_sds()
     old_text = "; ".join(f"{label} at flops {b}: {sd:.2f} pp (n = {n})" for (label, b), (sd, n) in old.items())
     lines += ["## Power (for the pre-registration)", "", *power_lines(paired_sd), "",
