@@ -4,9 +4,17 @@ For each --flops budget, PreCrop's plan for ResNet-20 on Fashion-MNIST gives a
 per-layer density p_l (kept fraction of each kernel). Three arms share those
 densities exactly:
     weight   random unstructured masks at p_l (TF-MOT fixed masks)
-    filter   random whole output filters at p_l (masks at channel granularity)
+    filter   random channels at PreCrop's widths (`sparsity.channel_masks`): every
+             channel group keeps a random subset of its channels, and a layer's input
+             channels follow the previous layer's kept filters, so its live MACs equal
+             the weight level's (p_l = c_in * c_out, as PreCrop's)
     precrop  PreCrop's own widths (a physically smaller model; p_l = c_in * c_out)
-The arms' effective MACs are therefore equal. Same data, model and recipe as
+The arms' effective (live) MACs are therefore equal. The first version of the filter
+arm, now "filter_independent" (`random_masks(..., granularity="filter")`, filters
+drawn independently per layer), left most kept weights reading pruned channels: its
+live MACs were 0.154 of dense at flops=0.25, not 0.25 (`sparsity.live_macs`). Its
+archived 2-epoch runs regenerate the exploratory page with
+`--granularities=weight,filter_independent --grids=`. Same data, model and recipe as
 benchmarks/accuracy.py (the precrop and dense runs are shared with it, in the
 same --out_dir). Also listed for context: synflow_random (random weights at
 SynFlow's densities, from the accuracy grid) when present.
@@ -33,7 +41,9 @@ from benchmarks import stats
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("granularities", ["weight", "filter"], "Mask granularities to compare.")
+flags.DEFINE_list("granularities", ["weight", "filter"], "Mask arms to compare: weight, filter "
+                  "(channel masks at PreCrop's widths) or filter_independent (the first, flawed "
+                  "filter arm: filters drawn per layer, so kept weights read pruned channels).")
 flags.DEFINE_bool("shared_runs", True, "Also run the dense/precrop/synflow_random runs it shares "
                   "with benchmarks.accuracy (--noshared_runs while that script is running, so "
                   "the two never train the same run at once).")
@@ -42,7 +52,11 @@ FLAGS.set_default("flops", ["0.25"])
 # accuracy grid's first four.
 FLAGS.set_default("seeds", 4)
 
-ARMS = ("precrop", "weight", "filter", "synflow_random")
+ARMS = ("precrop", "weight", "filter", "filter_independent", "synflow_random")
+# Run names per mask arm; the fixed filter arm has new names, so the archived runs of the first
+# (independent-filter) version are never restored as its results.
+_RUN_TAG = {"weight": "random_weight", "filter": "channel_filter",
+            "filter_independent": "random_filter"}
 
 
 def _model():
@@ -67,17 +81,23 @@ def mask_runs():
     """The masked runs (writing their .npz masks once); PreCrop runs come from the accuracy grid."""
     from tf_precrop import sparsity  # pylint: disable=g-import-not-at-top
 
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+
     model = _model()
     runs = []
     for budget in (float(f) for f in FLAGS.flops):
         densities = precrop_densities(model, budget)
         for granularity in FLAGS.granularities:
             for seed in range(FLAGS.seeds):
-                name = f"{FLAGS.models[0]}_random_{granularity}_f{budget:g}_s{seed}"
+                name = f"{FLAGS.models[0]}_{_RUN_TAG[granularity]}_f{budget:g}_s{seed}"
                 path = os.path.join(FLAGS.out_dir, "masks", f"{name}.npz")
                 if not os.path.exists(path):
-                    masks = sparsity.random_masks(model, densities, granularity=granularity,
-                                                  seed=seed)
+                    if granularity == "filter":
+                        masks = sparsity.channel_masks(
+                            model, tf_precrop.plan(model, flops=budget), seed=seed)
+                    else:
+                        masks = sparsity.random_masks(model, densities, seed=seed, granularity=(
+                            "filter" if granularity == "filter_independent" else granularity))
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     np.savez_compressed(path, **masks)
                 runs.append({"model": FLAGS.models[0], "method": "masks", "flops": budget,
@@ -135,47 +155,88 @@ def summarize(runs):
     return rows, summary
 
 
+def _filter_arm():
+    """The filter arm on the page: the fixed one unless only the first version was selected."""
+    return "filter" if "filter" in FLAGS.granularities else "filter_independent"
+
+
 def reading(rows):
     """One sentence per budget: does granularity matter beyond seed noise here?"""
     lines = []
+    arm = _filter_arm()
     for budget in (float(f) for f in FLAGS.flops):
         weight = stats.accuracies(rows, "weight", budget)
-        filt = stats.accuracies(rows, "filter", budget)
+        filt = stats.accuracies(rows, arm, budget)
         if len(weight) < 2 or len(filt) < 2:
             continue
         diff, _, p, _ = stats.welch(weight, filt)
         verdict = ("beyond seed noise: at these densities and this training length granularity "
                    "does change accuracy" if p < 0.05 else
                    "within seed noise: granularity makes no measurable difference here")
+        if arm == "filter_independent":
+            verdict += (" - but this filter arm's live MACs are lower than the weight arm's (its "
+                        "kept weights mostly read pruned channels), so the gap overstates the cost "
+                        "of filter granularity")
         lines.append(f"Reading (flops={budget:g}, n={len(weight)}/{len(filt)} seeds): weight-level "
-                     f"minus filter-level random pruning at identical per-layer densities = "
+                     f"minus {arm} random pruning at identical per-layer densities = "
                      f"{100 * diff:+.2f} pp (Welch p = {p:.3f}), {verdict}.")
     return lines
+
+
+def live_lines(runs):
+    """Live MACs (`sparsity.live_macs`: kept weights reading live channels) of each mask arm."""
+    import tf_precrop  # pylint: disable=g-import-not-at-top
+    from tf_precrop import sparsity  # pylint: disable=g-import-not-at-top
+
+    model = _model()
+    dense = tf_precrop.count(model).macs
+    ratios = {}
+    for run in runs:
+        if run["method"] == "masks" and os.path.exists(run["masks"]):
+            with np.load(run["masks"]) as f:
+                masks = {key: f[key] for key in f.files}
+            ratios.setdefault((run["arm"], run["flops"]), []).append(
+                (sparsity.live_macs(model, masks) / dense, sparsity.masked_cost(model, masks)["macs_ratio"]))
+    lines = [f"- {arm} at flops={budget:g}: live MACs ratio {np.mean([r[0] for r in v]):.3f} "
+             f"(masked MACs ratio {np.mean([r[1] for r in v]):.3f}), mean over {len(v)} seeds' masks."
+             for (arm, budget), v in sorted(ratios.items())]
+    return ["Live MACs (kept weights that read a live channel, `tf_precrop.sparsity.live_macs`):", "",
+            *lines, ""] if lines else []
 
 
 def write(runs, rows, summary):
     os.makedirs(FLAGS.results_dir, exist_ok=True)
     compare.write_csv(os.path.join(FLAGS.results_dir, "granularity.csv"), summary)
     pairs = []
+    arm = _filter_arm()
     for budget in (float(f) for f in FLAGS.flops):
-        pairs += [("weight - filter", ("weight", budget, 1), ("filter", budget, 1), budget),
+        pairs += [(f"weight - {arm}", ("weight", budget, 1), (arm, budget, 1), budget),
                   ("precrop - weight", ("precrop", budget, 1), ("weight", budget, 1), budget),
-                  ("precrop - filter", ("precrop", budget, 1), ("filter", budget, 1), budget),
+                  (f"precrop - {arm}", ("precrop", budget, 1), (arm, budget, 1), budget),
                   ("weight - synflow_random", ("weight", budget, 1), ("synflow_random", budget, 1),
                    budget)]
-    table = compare.markdown(summary, "Granularity at equal per-layer densities (Fashion-MNIST)")
+    table = accuracy.exploratory(compare.markdown(
+        summary, "Exploratory: granularity at equal per-layer densities (Fashion-MNIST, 2 epochs)"),
+        seeds="3 -> 4")
     table = table.replace("| method |", "| arm |")
     names = {r["name"] for r in runs}
     missing = sorted(names - {r["run"] for r in rows})
     text = "\n".join([
         table,
-        "Arms: weight / filter = random masks at PreCrop's per-layer densities p_l "
+        "Arms: weight = random weights at PreCrop's per-layer densities p_l "
         "(`tf_precrop.plan(model, flops=...)`'s `LayerPlan.density`, via "
-        "`tf_precrop.sparsity.random_masks(..., granularity=...)`), trained with TF-MOT fixed masks "
-        "(dense shapes); precrop = PreCrop's widths (round_to=1), a physically smaller model; "
-        "synflow_random = random weights at SynFlow's densities (other densities, for context).", "",
+        "`tf_precrop.sparsity.random_masks(..., granularity=\"weight\")`); filter = random channels at "
+        "PreCrop's widths (`tf_precrop.sparsity.channel_masks`: a layer's input channels follow the "
+        "previous layer's kept filters, live MACs equal to weight's); filter_independent = the first "
+        "filter arm (`random_masks(..., granularity=\"filter\")`, filters drawn independently per "
+        "layer: its kept weights mostly read pruned channels). All trained with "
+        "TF-MOT fixed masks (dense shapes); precrop = PreCrop's widths (round_to=1), a physically "
+        "smaller model; synflow_random = random weights at SynFlow's densities (other densities, for "
+        "context).", "", *live_lines(runs),
         *accuracy.setup_lines(len(names), len(rows), "python -m benchmarks.accuracy && "
-                              "python -m benchmarks.granularity"),
+                              "python -m benchmarks.granularity"
+                              + ("" if FLAGS.granularities == ["weight", "filter"] else
+                                 f" --granularities={','.join(FLAGS.granularities)}")),
         "## Differences", "",
         *stats.comparison_table(rows, pairs), "", *reading(rows), "",
         "\"beyond seed noise\" = Welch p < 0.05 over the seeds; \"no\" means the arms are within "

@@ -4,6 +4,8 @@ Pure functions over the rows of `apps.compare.collect` (dicts with method, flops
 round_to and test_accuracy), free of absl flags so tests can import them.
 """
 
+import math
+
 import numpy as np
 from scipy import stats
 
@@ -83,3 +85,76 @@ def describe(label, a, b):
         return head + ", beyond seed noise."
     bound = 100 * max(abs(low), abs(high))
     return head + f", within seed noise; the interval excludes gaps larger than {bound:.2f} pp either way."
+
+
+# --- Paired tests and power of the confirmatory experiment (issue 13) -------------------------------------
+
+
+def paired(a, b):
+    """Mean paired difference a - b, its 95% interval and the two-sided paired t-test p-value.
+
+    ``a`` and ``b`` are aligned by seed. Returns (diff, (low, high), p); NaN where n < 2 or no spread.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    nan = float("nan")
+    if len(d) < 2 or d.std(ddof=1) == 0:
+        return float(d.mean()) if len(d) else nan, (nan, nan), nan
+    test = stats.ttest_rel(a, b)
+    interval = test.confidence_interval(0.95)
+    return float(d.mean()), (float(interval.low), float(interval.high)), float(test.pvalue)
+
+
+def tost_paired(a, b, margin):
+    """Paired two one-sided tests of |mean(a - b)| < margin: the larger of the two one-sided p-values."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    low = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    high = stats.ttest_1samp(d, margin, alternative="less").pvalue
+    return float(max(low, high))
+
+
+def holm(pvalues):
+    """Holm-adjusted p-values, in the input order."""
+    order = np.argsort(pvalues)
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def _z(q):
+    from statistics import NormalDist  # pylint: disable=g-import-not-at-top
+
+    return NormalDist().inv_cdf(q)
+
+
+def seeds_for_difference(sd, effect, alpha, power=0.8):
+    """Seeds (pairs) for a two-sided paired t-test to detect ``effect`` with ``power``.
+
+    Normal approximation with Guenther's small-sample correction (standard library only):
+    n = ((z_{1-alpha/2} + z_{power}) * sd / effect)^2 + z_{1-alpha/2}^2 / 2, rounded up.
+
+    Example:
+        >>> seeds_for_difference(1.0, 1.0, 0.05)
+        10
+    """
+    za = _z(1 - alpha / 2)
+    return math.ceil(((za + _z(power)) * sd / effect) ** 2 + za ** 2 / 2)
+
+
+def seeds_for_equivalence(sd, margin, alpha, power=0.8, true_difference=0.0):
+    """Seeds (pairs) for a paired TOST to show |difference| < ``margin`` with ``power``.
+
+    n = ((z_{1-alpha} + z_{1-beta/2}) * sd / margin)^2 when the true difference is 0 (else
+    z_{1-beta} and margin - |true difference|), plus Guenther's correction.
+    """
+    za = _z(1 - alpha)
+    zb = _z(1 - (1 - power) / 2) if true_difference == 0 else _z(power)
+    return math.ceil(((za + zb) * sd / (margin - abs(true_difference))) ** 2 + za ** 2 / 2)
+
+
+def detectable_effect(sd, seeds, alpha, power=0.8):
+    """Smallest effect a two-sided paired t-test detects with ``power`` at ``seeds`` (inverse of the above)."""
+    za = _z(1 - alpha / 2)
+    return (za + _z(power)) * sd / max(seeds - za ** 2 / 2, 1e-9) ** 0.5

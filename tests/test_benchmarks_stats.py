@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 from scipy import stats as scipy_stats
 
@@ -98,3 +100,28 @@ def test_describe_states_the_verdict_or_the_gap_it_rules_out():
     assert close.endswith(f"within seed noise; the interval excludes gaps larger than "
                           f"{100 * max(-low, high):.2f} pp either way.")
     assert stats.describe("E - F", [0.8], [0.7, 0.9]) == "E - F: +0.00 pp (n = 1/2; too few seeds for a verdict)."
+
+
+def test_holm_reproduces_the_exploratory_precrop_vs_synflow_adjustment():
+    # Raw Welch p of PreCrop - SynFlow at 0.5 / 0.25 / 0.1 in the exploratory grid (README).
+    adjusted = stats.holm([0.9502951, 0.0325336, 0.0081200])
+    assert [round(p, 3) for p in adjusted] == [0.95, 0.065, 0.024]
+
+
+def test_paired_and_tost_agree_with_their_definitions():
+    a, b = [0.81, 0.83, 0.80, 0.84], [0.80, 0.82, 0.81, 0.82]
+    diff, (low, high), p = stats.paired(a, b)
+    d = np.subtract(a, b)
+    assert diff == pytest.approx(d.mean())
+    assert p == pytest.approx(scipy_stats.ttest_1samp(d, 0).pvalue)
+    assert low < diff < high
+    # Differences of about 0.01 with SD 0.013: well inside +-0.05, not inside +-0.001.
+    assert stats.tost_paired(a, b, 0.05) < 0.01
+    assert stats.tost_paired(a, b, 0.001) > 0.5
+
+
+def test_power_formulas_invert_each_other():
+    assert stats.seeds_for_difference(1.0, 1.0, 0.05) == 10  # (1.96 + 0.84)^2 + 1.96^2 / 2 = 9.77
+    n = stats.seeds_for_difference(1.2, 1.0, 0.05 / 8)
+    assert stats.detectable_effect(1.2, n, 0.05 / 8) <= 1.0 < stats.detectable_effect(1.2, n - 1, 0.05 / 8)
+    assert stats.seeds_for_equivalence(1.0, 1.0, 0.05) == 10  # (1.645 + 1.282)^2 + 1.645^2 / 2 = 9.92

@@ -22,6 +22,8 @@ from tf_precrop.sparsity.densities import uniform_densities
 from tf_precrop.sparsity.densities import water_filling
 from tf_precrop.sparsity.masks import GRANULARITIES
 from tf_precrop.sparsity.masks import Masks
+from tf_precrop.sparsity.masks import channel_masks
+from tf_precrop.sparsity.masks import live_macs
 from tf_precrop.sparsity.masks import masked_cost
 from tf_precrop.sparsity.masks import random_masks
 from tf_precrop.sparsity.methods import METHODS

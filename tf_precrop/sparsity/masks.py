@@ -274,3 +274,146 @@ def masked_cost(model, masks):
         "dense_params": int(dense_params),
         "executed_macs": int(dense_macs),
     }
+
+
+def channel_masks(model, plan, *, seed=0):
+    """Random channel-level masks at a crop plan's widths, consistent across layers.
+
+    Every channel group of ``model`` (the channels tied by adds, concatenations,
+    depthwise convs ...; see docs/method.md) keeps a random subset of its
+    channels, as many as ``plan`` gives the group. A kernel keeps exactly the
+    weights whose input channel *and* output channel are kept, so a layer's
+    input channels follow the previous layer's kept filters: no kept weight
+    reads a pruned channel, and the live MACs equal the masked MACs and the
+    plan's MACs (a random model of PreCrop's shape, with PreCrop's per-layer
+    densities). This is the filter-granularity arm of the granularity benchmark;
+    ``random_masks(..., granularity="filter")`` instead draws each layer's
+    filters independently, whose next layer then mostly reads pruned channels.
+
+    Args:
+        model: A built Keras 3 model.
+        plan: A ``tf_precrop.CropPlan`` of ``model`` (from ``tf_precrop.plan``).
+        seed: Seed of the random channel subsets.
+
+    Returns:
+        :class:`Masks` for every prunable kernel.
+
+    Raises:
+        ValueError: If ``plan`` was made for another model (its groups differ),
+            or a kernel's channel layout is not one the masks can follow (a
+            fractional layout multiplier).
+
+    Example:
+        >>> plan = tf_precrop.plan(model, flops=0.25)
+        >>> masks = sparsity.channel_masks(model, plan, seed=0)
+        >>> masked_cost(model, masks)["macs"] == plan.macs
+        True
+    """
+    from tf_precrop.graph import ModelGraph  # pylint: disable=g-import-not-at-top  (no cycle at import)
+
+    graph = ModelGraph(model)
+    groups = graph.groups
+    planned = {g.id: (g.dense_width, g.width) for g in plan.groups}
+    if sorted(planned) != sorted(groups.roots()) or any(
+            planned[r][0] != groups.dense_width(r) for r in groups.roots()):
+        raise ValueError(f"`plan` was made for another model than '{model.name}' (its channel groups "
+                         f"differ). Received: plan of model '{plan.model_name}'")
+    rng = np.random.default_rng(seed)
+    kept = {}
+    for root in sorted(planned):
+        dense_width, width = planned[root]
+        keep = np.zeros(dense_width, dtype=np.float32)
+        keep[rng.permutation(dense_width)[:width]] = 1.0
+        kept[root] = keep
+
+    def layout_keep(layout, path):
+        parts = []
+        for segment in layout:
+            root, factor = groups.find(segment.group)
+            if factor != 1 or segment.mult.denominator != 1:  # a Flatten repeats channels per position
+                raise ValueError(f"Layer '{path}': channel_masks cannot follow a channel layout scaled "
+                                 f"by {segment.mult * factor} (a depth multiplier or tied width ratio).")
+            parts.append(np.tile(kept[root], int(segment.mult)))
+        return np.concatenate(parts)
+
+    out = {}
+    for k in prunable.prunable_kernels(model):
+        record = graph.records[k.path]
+        keep_in = layout_keep(record.in_layouts[0], k.path)
+        depthwise = len(k.channel_axes) == 2
+        ndim = len(k.shape)
+        if depthwise:  # (..., in channels, multiplier): one output channel per (c, j), alive with c
+            mask = np.broadcast_to(keep_in[:, None], k.shape[-2:])
+        else:
+            keep_out = layout_keep(record.out_layouts[0], k.path)
+            in_axis = ndim - 2 if k.out_axis == -1 else ndim - 1
+            shape_in, shape_out = [1] * ndim, [1] * ndim
+            shape_in[in_axis], shape_out[ndim + k.out_axis] = keep_in.size, keep_out.size
+            mask = keep_in.reshape(shape_in) * keep_out.reshape(shape_out)
+        out[k.key] = np.broadcast_to(mask, k.shape).astype(np.float32).copy()
+    return Masks(out, {"method": "channel", "granularity": "channel", "seed": seed,
+                       "plan_macs": plan.macs})
+
+
+def live_macs(model, masks):
+    """MACs of the kept weights that read a live channel (what masked training really computes).
+
+    A channel is live when some kept weight of its producing layer reads a live
+    channel (the network inputs are live; an ``Add`` output channel is live when
+    any input's is; layers without kernels pass liveness through). A kept weight
+    reading a dead channel, e.g. after ``random_masks(..., granularity="filter")``
+    pruned the previous layer's filter, multiplies a constant and does no useful
+    work, so ``masked_cost`` overstates such masks' MACs. For
+    :func:`channel_masks` the two agree.
+
+    Args:
+        model: A built Keras 3 functional or Sequential model (no nested models).
+        masks: ``{kernel key: 0/1 array}``; missing kernels count as dense.
+
+    Returns:
+        The live MACs (float).
+
+    Raises:
+        ValueError: On a nested model or a kernel-free layer that changes the
+            channel count (its liveness cannot be followed).
+
+    Example:
+        >>> live_macs(model, sparsity.channel_masks(model, tf_precrop.plan(model, flops=0.25)))
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+    from tf_precrop.graph import walker  # pylint: disable=g-import-not-at-top
+
+    functional = walker.functional_graph(model)
+    kernels = {k.key: k for k in prunable.prunable_kernels(model)}
+    live = {id(t): np.ones(t.shape[-1], bool) for t in functional.inputs}
+    total = 0.0
+    for node in walker.topological_nodes(functional):
+        layer = node.operation
+        if not node.input_tensors:
+            continue
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"live_macs does not follow nested models. Received: layer '{layer.name}'")
+        ins = [live[id(t)] for t in node.input_tensors]
+        key = f"{layer.name}/kernel"
+        if key in kernels and len(kernels[key].channel_axes) == 1 and kernels[key].out_axis == -1:
+            k = kernels[key]
+            m = np.asarray(masks[key], bool) if key in masks else np.ones(k.shape, bool)
+            pairs = m.reshape(-1, *k.shape[-2:])
+            used = pairs & ins[0][None, :, None]
+            total += float(used.sum()) * k.macs_per_weight
+            out = used.any(axis=(0, 1))
+        elif isinstance(layer, keras.layers.Add):
+            out = np.logical_or.reduce(ins)
+        elif isinstance(layer, keras.layers.Concatenate):
+            out = np.concatenate(ins)
+        elif any(kernels.get(f"{layer.name}/{a}") for a in prunable.kernel_attrs(layer)):
+            raise ValueError(f"live_macs follows Conv and Dense kernels only. Received: layer "
+                             f"'{layer.name}' ({type(layer).__name__})")
+        else:
+            out = ins[0]
+        for t in node.output_tensors:
+            if t.shape[-1] != out.size:
+                raise ValueError(f"live_macs cannot follow layer '{layer.name}' ({type(layer).__name__}): "
+                                 f"it maps {out.size} channels to {t.shape[-1]}.")
+            live[id(t)] = out
+    return total
