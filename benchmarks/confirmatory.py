@@ -702,7 +702,8 @@ def write_pilot_page():
         for (arm, epochs), rs in sorted(by_arm.items()):
             val = [100 * r["final_validation_accuracy"] for r in rs]
             test = [100 * r["test_accuracy"] for r in rs]
-            sd = (lambda v: f"{statistics.stdev(v):.2f}" if len(v) > 1 else "n < 2")
+            def sd(v):
+                return f"{statistics.stdev(v):.2f}" if len(v) > 1 else "n < 2"
             lines.append(f"| {arm} | {epochs} | {len(rs)} | {statistics.fmean(val):.2f} ± {sd(val)} | "
                          f"{statistics.fmean(test):.2f} ± {sd(test)} |")
         pre = {r["seed"]: r for r in sd_runs if r["arm"] == "precrop"}
@@ -861,7 +862,8 @@ def write_grid_page():
     if not complete:
         lines += ["> **PARTIAL.** The primary grid is not complete; as registered, no primary test is computed "
                   "until every primary run has finished. The table below only describes the finished runs.", ""]
-    lines += ["| arm | budget | n | MACs ratio | test accuracy mean ± SD (%) | 95% CI (%) |", "|---|---|---|---|---|---|"]
+    lines += ["| arm | budget | n | MACs ratio | test accuracy mean ± SD (%) | 95% CI (%) |",
+              "|---|---|---|---|---|---|"]
     groups = {}
     for r in records:
         groups.setdefault((r["arm"], r["budget"]), []).append(r)
@@ -880,7 +882,8 @@ def write_grid_page():
         tests = primary_tests(records, design)
         adjusted = stats.holm([t[4] for t in tests])
         lines += ["", "## Primary tests (registered; Holm over all of them)", "",
-                  "| test | n | mean paired difference (pp) | 95% CI (pp) | raw p | Holm p |", "|---|---|---|---|---|---|"]
+                  "| test | n | mean paired difference (pp) | 95% CI (pp) | raw p | Holm p |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {label} | {n} | {diff:+.2f} | [{low:+.2f}, {high:+.2f}] | {p:.4f} | {q:.4f} |"
                   for (label, n, diff, (low, high), p), q in zip(tests, adjusted)]
     lines.append("")
