@@ -103,20 +103,10 @@ def _families():
     }
 
 
-def adds_residual(layer):
-    """Whether a keras_hub composite block adds its input, by the block's own condition (None: not one)."""
-    c, name = layer.get_config(), type(layer).__name__
-    if name == "InvertedResidualBlock":
-        return c["stride"] == 1 and c["infilters"] == c["filters"]
-    if name == "DepthwiseConvBlock":
-        return bool(c["residual"])
-    if name in ("MBConvBlock", "FusedMBConvBlock"):
-        return c["strides"] == 1 and c["input_filters"] == c["output_filters"] and not c["nores"]
-    return None
-
-
 def structure(model):
     import keras  # pylint: disable=g-import-not-at-top
+
+    from tf_precrop.graph.keras_hub_rules import adds_residual  # pylint: disable=g-import-not-at-top
 
     rows = []
     for op in model.operations:

@@ -90,18 +90,6 @@ FAMILIES = {
 }
 
 
-def adds_residual(layer) -> bool | None:
-    """Whether a keras_hub composite block adds its input, by the block's own condition (None: not one)."""
-    c = layer.get_config()
-    name = type(layer).__name__
-    if name == "InvertedResidualBlock":
-        return c["stride"] == 1 and c["infilters"] == c["filters"]
-    if name == "DepthwiseConvBlock":
-        return bool(c["residual"])
-    if name in ("MBConvBlock", "FusedMBConvBlock"):
-        return c["strides"] == 1 and c["input_filters"] == c["output_filters"] and not c["nores"]
-    return None
-
 
 def structure(model) -> list:
     """Every operation (class and name) of the model and its nested models, with each block's residual."""
@@ -110,7 +98,7 @@ def structure(model) -> list:
         if isinstance(op, keras.Model):
             rows.extend(structure(op))
         else:
-            rows.append((type(op).__name__, op.name, adds_residual(op)))
+            rows.append((type(op).__name__, op.name, keras_hub_rules.adds_residual(op)))
     return rows
 
 

@@ -149,3 +149,16 @@ def rules() -> dict:
         FusedMBConvBlock: EfficientNetBlockRule(),
         SpatialPyramidPooling: SpatialPyramidPoolingRule(),
     }
+
+
+def adds_residual(layer) -> bool | None:
+    """Whether a keras_hub block adds its input, by the block's own condition in keras_hub (None: not one of
+    these blocks). Tests and benchmarks count these before and after a crop: a crop must keep every skip."""
+    c, name = layer.get_config(), type(layer).__name__
+    if name == "InvertedResidualBlock":
+        return c["stride"] == 1 and c["infilters"] == c["filters"]
+    if name == "DepthwiseConvBlock":
+        return bool(c["residual"])
+    if name in ("MBConvBlock", "FusedMBConvBlock"):
+        return c["strides"] == 1 and c["input_filters"] == c["output_filters"] and not c["nores"]
+    return None
